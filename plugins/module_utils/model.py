@@ -1,0 +1,408 @@
+# -*- coding: utf-8 -*-
+# Copyright: datagram.director developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The director data model: validation and the derived plan.
+
+One source of truth for what an inventory means. The ``director_plan`` action
+plugin calls :func:`build_plan` on the controller before any host is touched;
+the unit tests call it directly; every template renders only the plan.
+
+Only the standard library is used (``ipaddress``): the same checks run on the
+controller and could run on a director.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import reduce
+from math import gcd
+
+DATA_PLANES = ("auto", "ipvs", "nftables")
+SCHEDULERS = ("rr", "wrr")
+REPLY_REWRITES = ("stateless", "conntrack_zones")
+HEALTH_CHECK_TYPES = ("none", "udp", "misc")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,23}$")
+IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+# A per-packet round robin with weights is a sequence of this many slots at most
+# (one nftables map element per slot); weights are reduced by their gcd first.
+MAX_SEQUENCE = 1024
+
+DEFAULTS = {
+    "data_plane": "auto",
+    "vrrp_version": 3,
+    "vrrp_advert_int": 1,
+    "vrrp_preempt": True,
+    "vrrp_preempt_delay": 0,
+    "vrrp_sync_group": "datagram_director",
+    "vrrp_notify": {},
+    "frontend_gateways": [],
+    "reply_rewrite": "stateless",
+    "reply_zone_base": 1000,
+    "health_check": {"type": "udp"},
+}
+
+
+class ModelError(ValueError):
+    """Raised with every problem found, one per line."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        super(ModelError, self).__init__("\n".join(self.errors))
+
+
+class _Checker(object):
+    def __init__(self):
+        self.errors = []
+
+    def fail(self, path, value, expected):
+        self.errors.append("%s: got %r, expected %s" % (path, value, expected))
+
+    def address(self, path, value, family=None):
+        try:
+            addr = ipaddress.ip_address(str(value).strip())
+        except ValueError:
+            self.fail(path, value, "an IPv4 or IPv6 address")
+            return None
+        if family and addr.version != family:
+            self.fail(path, value, "an IPv%d address (same family as %s)" % (family, "the VIP"))
+            return None
+        return addr
+
+    def interface(self, path, value):
+        try:
+            addr = ipaddress.ip_interface(str(value).strip())
+        except ValueError:
+            self.fail(path, value, "an address with prefix length, like 198.51.100.10/24")
+            return None
+        if "/" not in str(value):
+            self.fail(path, value, "an address with prefix length, like 198.51.100.10/24")
+            return None
+        return addr
+
+    def integer(self, path, value, low, high):
+        if isinstance(value, bool) or not isinstance(value, int):
+            try:
+                if isinstance(value, bool) or str(int(str(value))) != str(value).strip():
+                    raise ValueError
+                value = int(str(value))
+            except ValueError:
+                self.fail(path, value, "an integer from %d to %d" % (low, high))
+                return None
+        if not low <= value <= high:
+            self.fail(path, value, "an integer from %d to %d" % (low, high))
+            return None
+        return value
+
+    def choice(self, path, value, choices):
+        if value not in choices:
+            self.fail(path, value, "one of %s" % ", ".join(choices))
+            return None
+        return value
+
+    def name(self, path, value):
+        if not isinstance(value, str) or not NAME_RE.match(value):
+            self.fail(path, value, "a name of lower-case letters, digits and _ (at most 24, starting with a letter)")
+            return None
+        return value
+
+
+def smooth_wrr(weights):
+    """Return the order of slots for a per-packet weighted round robin.
+
+    nginx's smooth weighted round robin: weights 2:1:1 give A B A C, not A A B C,
+    so the heavy server's datagrams are interleaved. Weights are reduced by their
+    gcd; zero weights get no slot.
+    """
+    live = [(i, w) for i, w in enumerate(weights) if w > 0]
+    if not live:
+        return []
+    div = reduce(gcd, [w for _i, w in live])
+    live = [(i, w // div) for i, w in live]
+    total = sum(w for _i, w in live)
+    current = dict((i, 0) for i, _w in live)
+    order = []
+    for _step in range(total):
+        for i, w in live:
+            current[i] += w
+        best = max(live, key=lambda item: (current[item[0]], -item[0]))[0]
+        current[best] -= total
+        order.append(best)
+    return order
+
+
+def _networks(vips):
+    """The on-link networks of VIPs, by family: {"ipv4": ["198.51.100.0/24"]}."""
+    nets = {}
+    for vip in vips:
+        key = "ipv%d" % vip.version
+        if str(vip.network) not in nets.setdefault(key, []):
+            nets[key].append(str(vip.network))
+    return nets
+
+
+def _listify(value):
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def build_plan(model):
+    """Validate ``model`` and return the plan for every director.
+
+    ``model`` holds the ``director_*`` variables without their prefix (see
+    DEFAULTS), with per-host values under ``directors``:
+    ``{"host": {"vrrp_priority": 150, "frontend_address": ..., "backend_address": ...}}``.
+
+    Returns ``{"directors": {host: {...}}, "services": [...], ...}``.
+    Raises ModelError listing every problem found.
+    """
+    c = _Checker()
+    m = dict(DEFAULTS)
+    m.update(dict((k, v) for k, v in model.items() if v is not None))
+
+    data_plane = c.choice("director_data_plane", m["data_plane"], DATA_PLANES)
+    version = c.integer("director_vrrp_version", m["vrrp_version"], 2, 3)
+    advert = m["vrrp_advert_int"]
+    try:
+        advert = float(advert)
+        if not 0.01 <= advert <= 255:
+            raise ValueError
+    except (TypeError, ValueError):
+        c.fail("director_vrrp_advert_int", m["vrrp_advert_int"], "seconds from 0.01 to 255")
+        advert = None
+    if advert is not None and version == 2 and advert != int(advert):
+        c.fail("director_vrrp_advert_int", m["vrrp_advert_int"],
+               "whole seconds with director_vrrp_version 2 (VRRPv2 rounds it up); use version 3 for sub-second adverts")
+    preempt = bool(m["vrrp_preempt"])
+    preempt_delay = c.integer("director_vrrp_preempt_delay", m["vrrp_preempt_delay"], 0, 1000)
+    sync_group = c.name("director_vrrp_sync_group", m["vrrp_sync_group"])
+    notify = m["vrrp_notify"] or {}
+    if not isinstance(notify, dict):
+        c.fail("director_vrrp_notify", notify, "a mapping of master/backup/fault/stop to script paths")
+        notify = {}
+    for key, script in notify.items():
+        if key not in ("master", "backup", "fault", "stop"):
+            c.fail("director_vrrp_notify.%s" % key, key, "one of master, backup, fault, stop")
+        elif not isinstance(script, str) or not script.startswith("/"):
+            c.fail("director_vrrp_notify.%s" % key, script, "an absolute path to a script")
+
+    # --- the pair -----------------------------------------------------------
+    directors = m.get("directors") or {}
+    if len(directors) != 2:
+        c.fail("directors (inventory group)", sorted(directors), "exactly two director hosts")
+    frontend_iface = m.get("frontend_interface")
+    backend_iface = m.get("backend_interface")
+    for path, value in (("director_frontend_interface", frontend_iface),
+                        ("director_backend_interface", backend_iface)):
+        if not isinstance(value, str) or not IFACE_RE.match(value):
+            c.fail(path, value, "a network interface name (1-15 characters)")
+    fvrid = c.integer("director_frontend_vrid", m.get("frontend_vrid"), 1, 255)
+    bvrid = c.integer("director_backend_vrid", m.get("backend_vrid"), 1, 255)
+    if fvrid is not None and fvrid == bvrid and frontend_iface == backend_iface:
+        c.fail("director_backend_vrid", bvrid,
+               "a virtual router id different from director_frontend_vrid on the same interface %s" % backend_iface)
+
+    fvips = [c.interface("director_frontend_vips[%d]" % i, v) for i, v in enumerate(_listify(m.get("frontend_vips")))]
+    bvips = [c.interface("director_backend_gateway_vips[%d]" % i, v)
+             for i, v in enumerate(_listify(m.get("backend_gateway_vips")))]
+    if not _listify(m.get("frontend_vips")):
+        c.fail("director_frontend_vips", m.get("frontend_vips"), "at least one VIP with prefix length")
+    if not _listify(m.get("backend_gateway_vips")):
+        c.fail("director_backend_gateway_vips", m.get("backend_gateway_vips"),
+               "at least one gateway VIP: NAT-mode real servers route their replies through it")
+    fvips = [v for v in fvips if v is not None]
+    bvips = [v for v in bvips if v is not None]
+    all_vips = set(v.ip for v in fvips) | set(v.ip for v in bvips)
+    if len(all_vips) != len(fvips) + len(bvips):
+        c.fail("director_frontend_vips/director_backend_gateway_vips", [str(v) for v in fvips + bvips],
+               "every VIP listed once")
+    fgws = [c.address("director_frontend_gateways[%d]" % i, v)
+            for i, v in enumerate(_listify(m.get("frontend_gateways")))]
+    fgws = [g for g in fgws if g is not None]
+    if len(set(g.version for g in fgws)) != len(fgws):
+        c.fail("director_frontend_gateways", [str(g) for g in fgws], "at most one gateway per address family")
+
+    hosts = {}
+    priorities = {}
+    for host in sorted(directors):
+        hv = directors[host] or {}
+        fa = c.address("%s: director_frontend_address" % host, hv.get("frontend_address"))
+        ba = c.address("%s: director_backend_address" % host, hv.get("backend_address"))
+        prio = c.integer("%s: director_vrrp_priority" % host, hv.get("vrrp_priority"), 1, 254)
+        for path, addr in (("director_frontend_address", fa), ("director_backend_address", ba)):
+            if addr is not None and addr in all_vips:
+                c.fail("%s: %s" % (host, path), str(addr), "the director's own address, not a VIP")
+        if prio is not None:
+            priorities.setdefault(prio, []).append(host)
+        hosts[host] = {"frontend_address": fa, "backend_address": ba, "priority": prio}
+    if preempt:
+        for prio, names in priorities.items():
+            if len(names) > 1:
+                c.fail("director_vrrp_priority", prio,
+                       "distinct priorities on %s (or director_vrrp_preempt: false for nopreempt)" % ", ".join(names))
+    own = [h[k] for h in hosts.values() for k in ("frontend_address", "backend_address") if h[k] is not None]
+    if len(own) != len(set(own)):
+        c.fail("director_frontend_address/director_backend_address", sorted(str(a) for a in own),
+               "a distinct address per director and interface")
+
+    # --- services -----------------------------------------------------------
+    raw_services = m.get("services")
+    if not isinstance(raw_services, list) or not raw_services:
+        c.fail("director_services", raw_services, "a non-empty list of UDP services")
+        raw_services = []
+    default_rewrite = c.choice("director_reply_rewrite", m["reply_rewrite"], REPLY_REWRITES)
+    zone_base = c.integer("director_reply_zone_base", m["reply_zone_base"], 1, 60000)
+    default_hc = m["health_check"] or {"type": "none"}
+    fvip_by_ip = dict((v.ip, v) for v in fvips)
+    services = []
+    seen_names = set()
+    seen_endpoints = set()
+    rs_addresses = set()
+    rs_owner = {}
+    for i, svc in enumerate(raw_services):
+        p = "director_services[%d]" % i
+        if not isinstance(svc, dict):
+            c.fail(p, svc, "a mapping with name, vip, port and real_servers")
+            continue
+        name = c.name(p + ".name", svc.get("name"))
+        if name is not None:
+            if name in seen_names:
+                c.fail(p + ".name", name, "a service name used once")
+            seen_names.add(name)
+        vip = c.address(p + ".vip", svc.get("vip"))
+        if vip is not None and fvips and vip not in fvip_by_ip:
+            c.fail(p + ".vip", str(vip), "one of director_frontend_vips (%s)" % ", ".join(str(v.ip) for v in fvips))
+        port = c.integer(p + ".port", svc.get("port"), 1, 65535)
+        if vip is not None and port is not None:
+            if (vip, port) in seen_endpoints:
+                c.fail(p, "%s:%s" % (vip, port), "each VIP and port used by one service only")
+            seen_endpoints.add((vip, port))
+        scheduler = c.choice(p + ".scheduler", svc.get("scheduler", "rr"), SCHEDULERS)
+        ops = svc.get("ops", True)
+        if ops is not True:
+            c.fail(p + ".ops", ops, "true: per-packet scheduling is what this collection provides")
+        if svc.get("persistence_timeout") not in (None, 0):
+            c.fail(p + ".persistence_timeout", svc.get("persistence_timeout"),
+                   "no persistence: one-packet scheduling never pins a client (keepalived forbids ops with persistence)")
+        if svc.get("protocol", "udp") != "udp":
+            c.fail(p + ".protocol", svc.get("protocol"), "udp")
+        rewrite = c.choice(p + ".reply_rewrite", svc.get("reply_rewrite", default_rewrite), REPLY_REWRITES)
+        hc = svc.get("health_check", default_hc) or {"type": "none"}
+        if not isinstance(hc, dict):
+            c.fail(p + ".health_check", hc, "a mapping with a type")
+            hc = {"type": "none"}
+        hc = dict(hc)
+        hc.setdefault("type", "udp")
+        c.choice(p + ".health_check.type", hc["type"], HEALTH_CHECK_TYPES)
+        for key, low, high, default in (("interval", 1, 3600, 1), ("timeout", 1, 60, 1),
+                                        ("fall", 1, 100, 2), ("rise", 1, 100, 1)):
+            hc[key] = c.integer("%s.health_check.%s" % (p, key), hc.get(key, default), low, high)
+        if hc["type"] == "misc" and not str(hc.get("script", "")).startswith("/"):
+            c.fail(p + ".health_check.script", hc.get("script"), "an absolute path for a misc health check")
+        rss = svc.get("real_servers")
+        if not isinstance(rss, list) or not rss:
+            c.fail(p + ".real_servers", rss, "a non-empty list of real servers")
+            rss = []
+        real_servers = []
+        seen_rs = set()
+        for j, rs in enumerate(rss):
+            rp = "%s.real_servers[%d]" % (p, j)
+            if not isinstance(rs, dict):
+                c.fail(rp, rs, "a mapping with address, port and weight")
+                continue
+            addr = c.address(rp + ".address", rs.get("address"), vip.version if vip is not None else None)
+            rport = c.integer(rp + ".port", rs.get("port", port), 1, 65535)
+            weight = c.integer(rp + ".weight", rs.get("weight", 1), 0, 65535)
+            if addr is None or rport is None or weight is None:
+                continue
+            if addr in all_vips or addr in own:
+                c.fail(rp + ".address", str(addr), "a real server address, not a VIP or a director's own address")
+                continue
+            if (addr, rport) in seen_rs:
+                c.fail(rp, "%s:%s" % (addr, rport), "each real server listed once per service")
+                continue
+            seen_rs.add((addr, rport))
+            if (addr, rport) in rs_owner:
+                c.fail(rp, "%s:%s" % (addr, rport),
+                       "a real server address and port used by one service only (also in %s): "
+                       "its replies must map back to one VIP:port" % rs_owner[(addr, rport)])
+            rs_owner.setdefault((addr, rport), p)
+            if not any(addr in g.network for g in bvips if g.version == addr.version):
+                c.fail(rp + ".address", str(addr),
+                       "an address on a backend network (%s): NAT-mode real servers reply through the backend gateway VIP"
+                       % (", ".join(str(g.network) for g in bvips) or "none configured"))
+            rs_addresses.add(addr)
+            real_servers.append({"address": str(addr), "port": rport, "weight": weight})
+        if vip is None or port is None or name is None:
+            continue
+        weights = [rs["weight"] if scheduler == "wrr" else (1 if rs["weight"] > 0 else 0) for rs in real_servers]
+        sequence = smooth_wrr(weights)
+        if len(sequence) > MAX_SEQUENCE:
+            c.fail(p + ".real_servers", weights,
+                   "weights whose sum (after dividing by their gcd) is at most %d" % MAX_SEQUENCE)
+        if real_servers and not sequence:
+            c.fail(p + ".real_servers", weights, "at least one real server with weight > 0")
+        services.append({
+            "name": name, "family": vip.version, "vip": str(vip), "port": port,
+            "prefixlen": fvip_by_ip[vip].network.prefixlen if vip in fvip_by_ip else None,
+            "scheduler": scheduler, "reply_rewrite": rewrite, "health_check": hc,
+            "quorum": svc.get("quorum", 1), "alpha": bool(svc.get("alpha", True)),
+            "inhibit_on_failure": bool(svc.get("inhibit_on_failure", True)),
+            "real_servers": real_servers, "sequence": sequence,
+        })
+
+    if c.errors:
+        raise ModelError(c.errors)
+
+    # --- derived ------------------------------------------------------------
+    zones = dict((str(a), zone_base + n) for n, a in enumerate(sorted(rs_addresses, key=lambda a: (a.version, a))))
+    for svc in services:
+        for rs in svc["real_servers"]:
+            rs["zone"] = zones[rs["address"]]
+
+    def split(vips, family):
+        same = [str(v) for v in vips if v.version == family]
+        other = [str(v) for v in vips if v.version != family]
+        return same, other
+
+    plan_hosts = {}
+    names = sorted(hosts)
+    for host in names:
+        peer = [h for h in names if h != host][0]
+        me, other = hosts[host], hosts[peer]
+        instances = []
+        for role, iface, vrid, vips, src, peer_src in (
+                ("frontend", frontend_iface, fvrid, fvips, me["frontend_address"], other["frontend_address"]),
+                ("backend", backend_iface, bvrid, bvips, me["backend_address"], other["backend_address"])):
+            same, excluded = split(vips, src.version)
+            instances.append({
+                "name": "%s_%s" % (sync_group, role), "role": role, "interface": iface,
+                "virtual_router_id": vrid, "priority": me["priority"], "family": src.version,
+                "unicast_src_ip": str(src), "unicast_peer": str(peer_src),
+                "vips": same, "vips_excluded": excluded,
+            })
+        plan_hosts[host] = {
+            "peer": peer, "priority": me["priority"],
+            "frontend_address": str(me["frontend_address"]), "backend_address": str(me["backend_address"]),
+            "instances": instances,
+        }
+
+    families = sorted(set(s["family"] for s in services))
+    return {
+        "data_plane": data_plane,
+        "vrrp": {"version": version, "advert_int": advert, "preempt": preempt,
+                 "preempt_delay": preempt_delay, "sync_group": sync_group, "notify": notify},
+        "frontend": {"interface": frontend_iface, "vips": [str(v) for v in fvips],
+                     "gateways": dict(("ipv%d" % g.version, str(g)) for g in fgws),
+                     "networks": _networks(fvips)},
+        "backend": {"interface": backend_iface, "gateway_vips": [str(v) for v in bvips],
+                    "networks": _networks(bvips)},
+        "directors": plan_hosts,
+        "director_addresses": sorted(str(a) for a in own),
+        "services": services,
+        "families": families,
+        "zones": zones,
+    }
