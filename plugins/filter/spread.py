@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 name: spread_check
 short_description: Check observed replies per real server against a per-packet round robin
 version_added: 0.1.0
-author: datagram.director developers
+author: datagram.director developers (!UNKNOWN)
 description:
   - Compares the replies per real server that M(datagram.director.udp_spread) counted with
     the counts an exact per-packet (weighted) round robin gives for the service's sequence.

@@ -103,7 +103,13 @@ def run(vip, port, count, interval=0.0, window=32, timeout=1.0, source_port=0, m
 
     seq = 0
     oldest = 0
+    aborted = None
     while seq < count and time.monotonic() < deadline:
+        # A dead service answers nothing: stop after `timeout` instead of
+        # waiting out every window.
+        if not got and sent_at and seq >= min(window, count) and time.monotonic() - sent_at[0] > timeout:
+            aborted = "no reply within %.1f s of the first datagram" % timeout
+            break
         if interval:
             due = start + seq * interval
             while time.monotonic() < due:
@@ -156,7 +162,7 @@ def run(vip, port, count, interval=0.0, window=32, timeout=1.0, source_port=0, m
                 gap_between = [a, b]
     return {
         "vip": vip, "port": port, "source_port": local_port,
-        "sent": seq, "received": len(got), "lost": seq - len(got),
+        "requested": count, "sent": seq, "received": len(got), "lost": count - len(got), "aborted": aborted,
         "per_server": dict(sorted(per_server.items())),
         "reply_sources": dict([("[%s]:%d" % (vip, port) if ":" in vip else "%s:%d" % (vip, port), len(got))]
                               + sorted(stray_sources.items())),

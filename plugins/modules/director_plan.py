@@ -20,7 +20,7 @@ description:
     any host is touched. Every problem is listed with the variable, the bad value and
     what is expected.
 author:
-  - datagram.director developers
+  - datagram.director developers (!UNKNOWN)
 attributes:
   check_mode:
     support: full

@@ -21,7 +21,7 @@ description:
     answered datagrams, which is the takeover time a client sees during a failover.
   - Only sends traffic; changes nothing on the host.
 author:
-  - datagram.director developers
+  - datagram.director developers (!UNKNOWN)
 attributes:
   check_mode:
     support: full
@@ -87,6 +87,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+requested:
+  description: O(count).
+  returned: always
+  type: int
+  sample: 3000
+aborted:
+  description: Why the run stopped early (no reply at all within O(timeout)), or null.
+  returned: always
+  type: str
+  sample: null
 sent:
   description: Datagrams sent.
   returned: always
@@ -98,7 +108,7 @@ received:
   type: int
   sample: 3000
 lost:
-  description: O(count) minus RV(received).
+  description: RV(requested) minus RV(received).
   returned: always
   type: int
   sample: 0

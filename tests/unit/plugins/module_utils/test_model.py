@@ -1,0 +1,168 @@
+# -*- coding: utf-8 -*-
+# Copyright: datagram.director developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The data model: every invalid inventory is refused with a message that names
+the variable, the bad value and what is expected; valid ones give the plan."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import yaml
+
+from ansible_collections.datagram.director.plugins.module_utils.model import ModelError, build_plan, smooth_wrr
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+
+
+def load_model(inventory):
+    """The model as the director_plan action builds it from an inventory dir."""
+    base = os.path.join(REPO, "inventories", inventory)
+    with open(os.path.join(base, "group_vars", "directors.yml")) as f:
+        group = yaml.safe_load(f)
+    with open(os.path.join(base, "hosts.yml")) as f:
+        hosts = yaml.safe_load(f)["all"]["children"]["directors"]["hosts"]
+    model = dict((k[len("director_"):], v) for k, v in group.items() if k.startswith("director_"))
+    model["directors"] = dict(
+        (name, dict((k, hv.get("director_" + k)) for k in ("vrrp_priority", "frontend_address", "backend_address")))
+        for name, hv in hosts.items())
+    return model
+
+
+@pytest.fixture
+def lab():
+    return load_model("lab")
+
+
+def test_lab_plan(lab):
+    plan = build_plan(lab)
+    d1 = plan["directors"]["dd-director1"]
+    assert d1["peer"] == "dd-director2"
+    front = d1["instances"][0]
+    assert (front["unicast_src_ip"], front["unicast_peer"]) == ("198.51.100.11", "198.51.100.12")
+    assert front["vips"] == ["198.51.100.10/24"] and front["vips_excluded"] == ["2001:db8:51::10/64"]
+    assert plan["directors"]["dd-director2"]["instances"][1]["unicast_peer"] == "203.0.113.11"
+    echo = plan["services"][0]
+    assert echo["sequence"] == [0, 1, 2]
+    assert plan["services"][1]["family"] == 6
+    assert plan["frontend"]["networks"] == {"ipv4": ["198.51.100.0/24"], "ipv6": ["2001:db8:51::/64"]}
+    # one conntrack zone per real-server address, stable across runs
+    assert sorted(plan["zones"].values()) == list(range(1000, 1006))
+    assert build_plan(copy.deepcopy(lab)) == plan
+
+
+def test_example_inventory_is_valid():
+    plan = build_plan(load_model("example"))
+    assert plan["services"]
+
+
+@pytest.mark.parametrize("weights, order", [
+    ([1, 1, 1], [0, 1, 2]),
+    ([2, 1, 1, 1], [0, 1, 2, 3, 0]),
+    ([4, 2, 2], [0, 1, 2, 0]),          # reduced by the gcd
+    ([5, 1, 1], [0, 0, 1, 0, 2, 0, 0]),  # smooth: the heavy server is interleaved
+    ([1, 0, 1], [0, 2]),                 # weight 0 is drained
+    ([0, 0], []),
+])
+def test_smooth_wrr(weights, order):
+    assert smooth_wrr(weights) == order
+
+
+def test_wrr_sequence_follows_weights(lab):
+    lab["services"][0]["scheduler"] = "wrr"
+    lab["services"][0]["real_servers"].append({"address": "203.0.113.24", "port": 7000, "weight": 1})
+    lab["services"][0]["real_servers"][0]["weight"] = 2
+    seq = build_plan(lab)["services"][0]["sequence"]
+    assert [seq.count(i) for i in range(4)] == [2, 1, 1, 1]
+
+
+def test_rr_ignores_weights_but_drains_zero(lab):
+    lab["services"][0]["real_servers"][0]["weight"] = 5
+    lab["services"][0]["real_servers"][1]["weight"] = 0
+    assert build_plan(lab)["services"][0]["sequence"] == [0, 2]
+
+
+def _set(path, value):
+    def mutate(model):
+        target = model
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return mutate
+
+
+def _add_director(model):
+    model["directors"]["dd-director3"] = {"vrrp_priority": 50, "frontend_address": "198.51.100.13",
+                                          "backend_address": "203.0.113.13"}
+
+
+def _dup_rs(model):
+    model["services"][0]["real_servers"].append(dict(model["services"][0]["real_servers"][0]))
+
+
+# (mutation, the variable named, words of what is expected)
+INVALID = {
+    "vip not an address": (_set(["frontend_vips", 0], "198.51.100.300/24"),
+                           "director_frontend_vips[0]: got '198.51.100.300/24'", "prefix length"),
+    "vip without prefix": (_set(["frontend_vips", 0], "198.51.100.10"),
+                           "director_frontend_vips[0]: got '198.51.100.10'", "prefix length"),
+    "service vip not a frontend vip": (_set(["services", 0, "vip"], "198.51.100.99"),
+                                       "director_services[0].vip: got '198.51.100.99'", "one of director_frontend_vips"),
+    "real server is a vip": (_set(["services", 0, "real_servers", 0, "address"], "203.0.113.10"),
+                             "director_services[0].real_servers[0].address: got '203.0.113.10'", "not a VIP"),
+    "duplicate vrid on one interface": (lambda m: (m.update(backend_interface="front", backend_vrid=51)),
+                                        "director_backend_vrid: got 51", "different from director_frontend_vrid"),
+    "three directors": (_add_director, "directors (inventory group)", "exactly two director hosts"),
+    "equal priorities with preempt": (_set(["directors", "dd-director2", "vrrp_priority"], 150),
+                                      "director_vrrp_priority: got 150", "distinct priorities"),
+    "port zero": (_set(["services", 0, "port"], 0), "director_services[0].port: got 0", "from 1 to 65535"),
+    "port too high": (_set(["services", 0, "real_servers", 1, "port"], 70000),
+                      "director_services[0].real_servers[1].port: got 70000", "from 1 to 65535"),
+    "duplicate real server": (_dup_rs, "director_services[0].real_servers[3]: got '203.0.113.21:7000'",
+                              "listed once per service"),
+    "negative weight": (_set(["services", 0, "real_servers", 2, "weight"], -1),
+                        "director_services[0].real_servers[2].weight: got -1", "from 0 to 65535"),
+    "unknown scheduler": (_set(["services", 0, "scheduler"], "lc"),
+                          "director_services[0].scheduler: got 'lc'", "one of rr, wrr"),
+    "ops with persistence": (_set(["services", 0, "persistence_timeout"], 300),
+                             "director_services[0].persistence_timeout: got 300", "no persistence"),
+    "real server family differs": (_set(["services", 0, "real_servers", 0, "address"], "2001:db8:113::21"),
+                                   "director_services[0].real_servers[0].address: got '2001:db8:113::21'", "IPv4"),
+    "real server off the backend": (_set(["services", 0, "real_servers", 0, "address"], "198.18.0.5"),
+                                    "director_services[0].real_servers[0].address: got '198.18.0.5'",
+                                    "backend network"),
+    "sub-second adverts with VRRPv2": (lambda m: m.update(vrrp_version=2, vrrp_advert_int=0.1),
+                                       "director_vrrp_advert_int: got 0.1", "version 3"),
+    "unknown data plane": (_set(["data_plane"], "ebpf"), "director_data_plane: got 'ebpf'", "auto, ipvs, nftables"),
+    "no backend gateway vip": (_set(["backend_gateway_vips"], []), "director_backend_gateway_vips: got []",
+                               "NAT-mode real servers"),
+    "bad director address": (_set(["directors", "dd-director1", "frontend_address"], "dd-director1"),
+                             "dd-director1: director_frontend_address: got 'dd-director1'", "IPv4 or IPv6 address"),
+    "ops switched off": (_set(["services", 0, "ops"], False), "director_services[0].ops: got False", "per-packet"),
+    "bad service name": (_set(["services", 0, "name"], "Echo Service"),
+                         "director_services[0].name: got 'Echo Service'", "lower-case"),
+    "all weights zero": (lambda m: [rs.update(weight=0) for rs in m["services"][0]["real_servers"]],
+                         "director_services[0].real_servers: got [0, 0, 0]", "weight > 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_inventory_is_refused(lab, case):
+    mutate, where, expected = INVALID[case]
+    mutate(lab)
+    with pytest.raises(ModelError) as exc:
+        build_plan(lab)
+    message = str(exc.value)
+    assert where in message
+    assert expected in message
+
+
+def test_every_problem_is_listed(lab):
+    lab["services"][0]["port"] = 0
+    lab["services"][0]["scheduler"] = "lc"
+    lab["data_plane"] = "ebpf"
+    with pytest.raises(ModelError) as exc:
+        build_plan(lab)
+    assert len(exc.value.errors) == 3

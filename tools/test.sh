@@ -1,0 +1,43 @@
+#!/bin/bash
+# All tests, in the order that fails fastest: unit, lint, sanity, Molecule.
+#   tools/test.sh [unit|lint|sanity|molecule ...]   (default: all of them)
+# Expects tools/bootstrap.sh to have run (make test does it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+export PATH=$top/.venv/bin:$PATH
+export ANSIBLE_CONFIG=$top/ansible.cfg
+export CONTAINERS_CONF=$top/roles/lab/files/containers.conf
+export CONTAINERS_STORAGE_CONF=$top/roles/lab/files/storage.conf
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(unit lint sanity molecule)
+
+step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
+
+for stage in "${stages[@]}"; do
+  case $stage in
+    unit)
+      step "pytest: unit and integration tests"
+      python -m pytest -p no:cacheprovider tests/unit tests/integration
+      ;;
+    lint)
+      step "ansible-lint (production profile)"
+      ansible-lint --profile production
+      ;;
+    sanity)
+      step "ansible-test sanity in ansible_collections/datagram/director"
+      tmp=$(mktemp -d)
+      trap 'rm -rf "$tmp"' EXIT
+      dest=$tmp/ansible_collections/datagram/director
+      mkdir -p "$dest"
+      git ls-files -co --exclude-standard -z | rsync -a --from0 --files-from=- ./ "$dest/"
+      (cd "$dest" && git init -q && git add -A && git -c user.name=ci -c user.email=ci@invalid commit -qm sanity \
+        && ansible-test sanity --color no --python 3.12 --venv --requirements)
+      ;;
+    molecule)
+      step "molecule test (podman: lab topology, check, idempotence, verify, failover)"
+      molecule test -s default
+      ;;
+    *) echo "unknown stage $stage" >&2; exit 2 ;;
+  esac
+done
