@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Install everything the lab and the tests need, idempotently: Debian packages,
 # a Python >= 3.12 venv (.venv), the containers.podman collection (from the
 # `ansible` wheel: no Galaxy here) and this checkout as datagram.director.
@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 top=$PWD
 
 APT_PACKAGES=(podman runc keepalived nftables iptables conntrack debootstrap ethtool
-              iproute2 dnsutils socat make rsync git)
+              iproute2 dnsutils socat make rsync git shellcheck
+              dnsmasq-base freeradius chrony sip-tester)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Build the datagram.director lab image: Debian bookworm (debootstrap minbase)
 # with systemd as PID 1, keepalived, ipvsadm, nftables, iptables, conntrack and
 # the tools the tests use, imported into rootful podman storage.
