@@ -18,7 +18,7 @@ for stage in "${stages[@]}"; do
   case $stage in
     unit)
       step "pytest: unit and integration tests"
-      python -m pytest -p no:cacheprovider tests/unit tests/integration
+      python -m pytest -p no:cacheprovider
       ;;
     lint)
       step "ansible-lint (production profile)"
