@@ -25,7 +25,7 @@ PACKAGES=(
 
 die() { echo "build-image: $*" >&2; exit 1; }
 
-[ $# -eq 1 ] && [ -n "$1" ] || die "usage: $0 IMAGE_TAG"
+if [ $# -ne 1 ] || [ -z "$1" ]; then die "usage: $0 IMAGE_TAG"; fi
 TAG=$1
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, chroot, rootful podman)"
 
@@ -88,7 +88,7 @@ cleanup() {
   # never leave bind mounts behind before removing the tree
   local m
   for m in proc sys dev/pts dev; do
-    mountpoint -q "$work/rootfs/$m" 2>/dev/null && umount -l "$work/rootfs/$m" || true
+    if mountpoint -q "$work/rootfs/$m" 2>/dev/null; then umount -l "$work/rootfs/$m" || true; fi
   done
   rm -rf --one-file-system "$work"
 }

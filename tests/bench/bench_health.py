@@ -1,0 +1,228 @@
+# -*- coding: utf-8 -*-
+# Copyright: datagram.director developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark (not a test): CPU cost of health-checking many UDP real servers.
+
+1. The health engine: one process, one selector loop, checks N real servers
+   (UDP echo, 8 addresses x N/8 ports in a network namespace) every interval
+   for --duration seconds.
+2. What keepalived MISC_CHECK would do: spawn ``python3 -c 'probe once'`` per
+   server per interval, for the shorter --spawn-duration.
+
+Prints CPU in % of one core (getrusage: self for 1, children for 2).  Needs
+root (network namespaces) and iproute2.  All traffic stays between two
+namespaces made here; both are deleted at the end.
+
+    python3 tests/bench/bench_health.py   (as root) [--duration 30] [--servers 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODULE_UTILS = os.path.join(HERE, "..", "..", "plugins", "module_utils")
+sys.path.insert(0, MODULE_UTILS)
+
+import health  # noqa: E402  (the director daemon imports it the same way)
+
+CLONE_NEWNET = 0x40000000
+TAG = "dgdb%d" % (os.getpid() % 100000)
+CLI, SRV = TAG + "c", TAG + "s"
+BASE_PORT = 7000
+
+ECHO = r'''
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+for spec in sys.argv[1:]:
+    ip, port = spec.rsplit(":", 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((ip, int(port))); s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        try:
+            data, addr = key.fileobj.recvfrom(2048)
+            key.fileobj.sendto(data, addr)
+        except OSError:
+            pass
+'''
+
+
+def sh(*argv):
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+def setns(path_or_fd):
+    fd = os.open(path_or_fd, os.O_RDONLY) if isinstance(path_or_fd, str) else path_or_fd
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+    finally:
+        if isinstance(path_or_fd, str):
+            os.close(fd)
+
+
+def targets(n):
+    addrs = ["198.18.0.%d" % (10 + i) for i in range(8)]
+    return [(addrs[i % 8], BASE_PORT + i // 8) for i in range(n)]
+
+
+def cpu_self():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def cpu_children():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def proc_cpu(pid):
+    """utime+stime of another process, from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_engine(servers, interval, duration):
+    config = {"interval": interval, "timeout": min(0.8, interval * 0.8), "rise": 2, "fall": 3,
+              "servers": [{"name": "%s:%d" % t, "host": t[0], "port": t[1], "probe": {"payload": "health"}}
+                          for t in servers]}
+    changes = []
+    engine = health.HealthEngine(config, changes.append)
+    try:
+        c0, t0 = cpu_self(), time.monotonic()
+        engine.run(duration=duration)
+        cpu, wall = cpu_self() - c0, time.monotonic() - t0
+    finally:
+        engine.close()
+    states = engine.states.values()
+    checks = sum(s.checks for s in states)
+    up = sum(1 for s in states if s.up)
+    return cpu, wall, checks, up
+
+
+def bench_spawn(servers, interval, duration, max_procs=64):
+    """One short-lived python3 per check, like MISC_CHECK; bounded in count
+    (servers x rounds) and time (duration + 10 s grace)."""
+    code = ("import sys; sys.path.insert(0, %r); import health; "
+            "r = health.probe_once({'host': sys.argv[1], 'port': int(sys.argv[2]), 'payload': 'health', "
+            "'timeout': 0.8}); sys.exit(0 if r.ok else 1)") % os.path.abspath(MODULE_UTILS)
+    # what keepalived would exec: the system python3, site and all
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    rounds = max(1, int(duration / interval))
+    c0, s0, t0 = cpu_children(), cpu_self(), time.monotonic()
+    running, started, ok, skipped = [], 0, 0, 0
+    hard_end = t0 + duration + 10
+    for rnd in range(rounds):
+        due = t0 + rnd * interval
+        while time.monotonic() < due:
+            time.sleep(min(0.01, max(0.0, due - time.monotonic())))
+            running, ok = _reap(running, ok)
+        for host, port in servers:
+            running, ok = _reap(running, ok)
+            if len(running) >= max_procs:
+                skipped += 1          # the machine cannot keep pace: count, do not pile up
+                continue
+            running.append(subprocess.Popen([python, "-c", code, host, str(port)]))
+            started += 1
+    while running and time.monotonic() < hard_end:
+        running, ok = _reap(running, ok)
+        time.sleep(0.01)
+    for p in running:
+        p.kill()
+        p.wait()
+    wall = time.monotonic() - t0
+    return cpu_children() - c0, cpu_self() - s0, wall, started, ok, skipped
+
+
+def _reap(running, ok):
+    still = []
+    for p in running:
+        rc = p.poll()
+        if rc is None:
+            still.append(p)
+        elif rc == 0:
+            ok += 1
+    return still, ok
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    ap.add_argument("--servers", type=int, default=64)
+    ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--duration", type=float, default=30.0, help="engine run, seconds")
+    ap.add_argument("--spawn-duration", type=float, default=5.0, help="process-per-check run, seconds")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("needs root (network namespaces)")
+    servers = targets(args.servers)
+    echo = None
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    created = []
+    try:
+        for ns in (CLI, SRV):
+            sh("ip", "netns", "add", ns)
+            created.append(ns)
+        sh("ip", "link", "add", "dgdb-c0", "netns", CLI, "type", "veth", "peer", "name", "dgdb-s0", "netns", SRV)
+        for ns, dev in ((CLI, "dgdb-c0"), (SRV, "dgdb-s0")):
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        sh("ip", "-n", CLI, "addr", "add", "198.18.0.1/24", "dev", "dgdb-c0")
+        for ip in sorted(set(t[0] for t in servers)):
+            sh("ip", "-n", SRV, "addr", "add", ip + "/24", "dev", "dgdb-s0")
+        echo = subprocess.Popen(["ip", "netns", "exec", SRV, "python3", "-c", ECHO]
+                                + ["%s:%d" % t for t in servers], stdout=subprocess.PIPE)
+        echo.stdout.readline()
+        setns("/run/netns/" + CLI)
+
+        print("health engine: %d servers, interval %.3gs, %.0fs ..." % (len(servers), args.interval, args.duration),
+              flush=True)
+        e0 = proc_cpu(echo.pid)
+        cpu, wall, checks, up = bench_engine(servers, args.interval, args.duration)
+        echo_cpu = proc_cpu(echo.pid) - e0
+        print("process-per-check (MISC_CHECK style): %d servers, %.0fs ..." % (len(servers), args.spawn_duration),
+              flush=True)
+        ccpu, scpu, swall, started, sok, skipped = bench_spawn(servers, args.interval, args.spawn_duration)
+
+        expected = len(servers) * args.duration / args.interval
+        print()
+        print("%-44s %14s %14s" % ("", "event loop", "proc/check"))
+        print("%-44s %14.1f %14.1f" % ("wall time measured (s)", wall, swall))
+        print("%-44s %14d %14d" % ("checks run", checks, started))
+        print("%-44s %14s %14d" % ("checks skipped (could not keep pace)", "-", skipped))
+        print("%-44s %14s %14d" % ("checks ok", "%d/%d up" % (up, len(servers)), sok))
+        print("%-44s %14.3f %14.3f" % ("CPU seconds (checker + children)", cpu, ccpu + scpu))
+        per_check = [cpu / max(1, checks) * 1e3, (ccpu + scpu) / max(1, started) * 1e3]
+        print("%-44s %14.3f %14.3f" % ("CPU per check (ms)", per_check[0], per_check[1]))
+        row = "%-44s %14.2f %14.2f"
+        print(row % ("CPU, % of one core (over its wall time)", cpu / wall * 100, (ccpu + scpu) / swall * 100))
+        rate = len(servers) / args.interval
+        print(row % ("CPU, %% of one core at %d checks/s" % rate, per_check[0] * rate / 10, per_check[1] * rate / 10))
+        print()
+        if swall > args.spawn_duration * 1.2:
+            print("proc/check fell behind: %.0fs of checks took %.1fs of wall time"
+                  % (args.spawn_duration, swall))
+        print("engine: %.0f of %.0f scheduled checks; echo server used %.2f%% of one core"
+              % (checks, expected, echo_cpu / wall * 100))
+    finally:
+        setns(home)
+        os.close(home)
+        if echo is not None:
+            echo.terminate()
+            echo.wait(timeout=5)
+        for ns in created:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+if __name__ == "__main__":
+    main()
