@@ -65,4 +65,9 @@ class ActionModule(ActionBase):
                 "The director inventory is invalid; nothing was changed on any host:\n  - "
                 + "\n  - ".join(exc.errors))
         result.update(changed=False, plan=plan)
+        # A RADIUS health check carries its shared secret in the plan: keep the
+        # result out of -v output and logs (validation errors are raised above,
+        # so they stay visible).
+        if any("secret" in svc["health_check"] for svc in plan["services"]):
+            result["_ansible_no_log"] = True
         return result

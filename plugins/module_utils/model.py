@@ -21,7 +21,21 @@ from math import gcd
 DATA_PLANES = ("auto", "ipvs", "nftables")
 SCHEDULERS = ("rr", "wrr")
 REPLY_REWRITES = ("stateless", "conntrack_zones")
-HEALTH_CHECK_TYPES = ("none", "udp", "misc")
+HEALTH_CHECK_TYPES = ("none", "udp", "dns", "radius", "ntp", "sip", "tcp", "http", "misc")
+# Probe parameters per health check type (run by the health role's program with
+# plugins/module_utils/health.py); "port" defaults to the real server's port.
+HEALTH_CHECK_OPTIONS = {
+    "udp": ("payload", "payload_hex", "expect", "expect_hex", "min_length", "max_length"),
+    "dns": ("query_name", "query_type", "expect_rcode", "expect_answer"),
+    "radius": ("secret", "nas_identifier"),
+    "ntp": (),
+    "sip": ("sip_uri",),
+    "tcp": (),
+    "http": ("http_path", "http_host", "expect_status"),
+    "misc": ("script",),
+    "none": (),
+}
+HEALTH_CHECK_COMMON = ("type", "interval", "timeout", "fall", "rise", "port")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,23}$")
 IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 # A per-packet round robin with weights is a sequence of this many slots at most
@@ -39,7 +53,7 @@ DEFAULTS = {
     "frontend_gateways": [],
     "reply_rewrite": "stateless",
     "reply_zone_base": 1000,
-    "health_check": {"type": "udp"},
+    "health_check": {"type": "none"},
 }
 
 
@@ -129,6 +143,46 @@ def smooth_wrr(weights):
         current[best] -= total
         order.append(best)
     return order
+
+
+def _health_check_options(c, path, hc):
+    """Probe parameters: known for the type, and the checks the engine would fail on at run time."""
+    allowed = HEALTH_CHECK_OPTIONS.get(hc["type"])
+    if allowed is None:
+        return
+    for key in sorted(hc):
+        if key not in HEALTH_CHECK_COMMON and key not in allowed:
+            c.fail("%s.%s" % (path, key), "(hidden)" if key == "secret" else hc[key], "no such option for a %s health check (options: %s)"
+                   % (hc["type"], ", ".join(sorted(HEALTH_CHECK_COMMON + allowed))))
+    if hc.get("port") is not None:
+        hc["port"] = c.integer(path + ".port", hc["port"], 1, 65535)
+    if None not in (hc["interval"], hc["timeout"]) and hc["timeout"] > hc["interval"]:
+        c.fail(path + ".timeout", hc["timeout"], "at most health_check.interval (%s)" % hc["interval"])
+    if hc["type"] == "radius" and not hc.get("secret"):
+        c.fail(path + ".secret", "(not set)", "the RADIUS shared secret (from a vaulted variable) for a radius health check")
+    if hc["type"] == "udp" and hc.get("payload") is not None and hc.get("payload_hex") is not None:
+        c.fail(path + ".payload_hex", hc["payload_hex"], "either payload or payload_hex, not both")
+    for key in ("payload_hex", "expect_hex"):
+        if hc.get(key) is not None:
+            try:
+                bytes.fromhex(re.sub(r"[\s:]", "", str(hc[key])))
+            except ValueError:
+                c.fail("%s.%s" % (path, key), hc[key], "hexadecimal bytes, like 0a1b2c")
+    if hc.get("expect") is not None:
+        try:
+            re.compile(str(hc["expect"]))
+        except re.error as exc:
+            c.fail(path + ".expect", hc["expect"], "a regular expression (%s)" % exc)
+    for key in ("min_length", "max_length"):
+        if hc.get(key) is not None:
+            hc[key] = c.integer("%s.%s" % (path, key), hc[key], 0, 65535)
+    if hc["type"] == "dns":
+        if hc.get("query_type") is not None and not re.match(r"^([A-Za-z]+|[0-9]{1,5})$", str(hc["query_type"])):
+            c.fail(path + ".query_type", hc["query_type"], "a DNS type like A, AAAA, SOA or a number")
+    if hc["type"] == "http" and hc.get("expect_status") is not None:
+        codes = _listify(hc["expect_status"])
+        if not all(str(code).isdigit() and 100 <= int(str(code)) <= 599 for code in codes):
+            c.fail(path + ".expect_status", hc["expect_status"], "HTTP status codes from 100 to 599")
 
 
 def _networks(vips):
@@ -302,6 +356,7 @@ def build_plan(model):
             hc[key] = c.integer("%s.health_check.%s" % (p, key), hc.get(key, default), low, high)
         if hc["type"] == "misc" and not str(hc.get("script", "")).startswith("/"):
             c.fail(p + ".health_check.script", hc.get("script"), "an absolute path for a misc health check")
+        _health_check_options(c, p + ".health_check", hc)
         rss = svc.get("real_servers")
         if not isinstance(rss, list) or not rss:
             c.fail(p + ".real_servers", rss, "a non-empty list of real servers")

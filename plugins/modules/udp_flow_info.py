@@ -32,53 +32,16 @@ attributes:
 options:
   services:
     description:
-      - The load-balanced services to check.
+      - The load-balanced services to check, as the director plan holds them
+        (C(__director_plan.services) after the datagram.director.preflight role).
+      - Each needs C(name), C(vip), C(port) and C(real_servers) (each with C(address) and
+        optionally C(port), defaulting to the service port); C(protocol) (only C(udp)) and
+        C(reply_rewrite) (C(stateless) or C(conntrack_zones)) are optional. Other keys of the
+        plan (scheduler, weights, sequence, zones, health checks) are ignored, so the plan can
+        be passed as it is. Invalid services fail the module with a message naming the service.
     type: list
     elements: dict
     required: true
-    suboptions:
-      name:
-        description: Unique name of the service.
-        type: str
-        required: true
-      vip:
-        description: Virtual IPv4 or IPv6 address.
-        type: str
-        required: true
-      port:
-        description: Virtual port.
-        type: int
-        required: true
-      protocol:
-        description: Transport protocol.
-        type: str
-        choices: [udp]
-        default: udp
-      real_servers:
-        description: The real servers of the service.
-        type: list
-        elements: dict
-        default: []
-        suboptions:
-          address:
-            description: IPv4 or IPv6 address of the real server.
-            type: str
-            required: true
-          port:
-            description: Port of the real server. Defaults to the service's O(services[].port).
-            type: int
-          weight:
-            description: Weight of the real server (not used by this module).
-            type: int
-            default: 1
-      reply_rewrite:
-        description:
-          - How the director rewrites the source of replies to VIP:port.
-          - V(stateless) rewrites replies without conntrack (notrack). V(conntrack_zones) uses SNAT in one conntrack
-            zone per real server.
-        type: str
-        choices: [stateless, conntrack_zones]
-        default: stateless
   data_plane:
     description:
       - V(ipvs) for IPVS with one-packet scheduling, V(nftables) for the stateless nftables data plane.
@@ -301,18 +264,7 @@ def read_conntrack(module, path, notes, errors):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            services=dict(type='list', elements='dict', required=True, options=dict(
-                name=dict(type='str', required=True),
-                vip=dict(type='str', required=True),
-                port=dict(type='int', required=True),
-                protocol=dict(type='str', choices=['udp'], default='udp'),
-                real_servers=dict(type='list', elements='dict', default=[], options=dict(
-                    address=dict(type='str', required=True),
-                    port=dict(type='int'),
-                    weight=dict(type='int', default=1),
-                )),
-                reply_rewrite=dict(type='str', choices=['stateless', 'conntrack_zones'], default='stateless'),
-            )),
+            services=dict(type='list', elements='dict', required=True),
             data_plane=dict(type='str', choices=['ipvs', 'nftables'], default='ipvs'),
             tables=dict(type='list', elements='str', choices=['ipvs', 'conntrack'], default=['ipvs', 'conntrack']),
             conntrack_path=dict(type='path'),

@@ -17,15 +17,7 @@ import pytest
 from ansible_collections.datagram.director.plugins.callback.stuck_udp import CallbackModule
 from ansible_collections.datagram.director.plugins.module_utils import flowtable as ft
 
-FIXTURES = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'flowtable'))
-SERVICES = [
-    {'name': 'echo', 'vip': '198.51.100.10', 'port': 7,
-     'real_servers': [{'address': '203.0.113.21'}, {'address': '203.0.113.22'}]},
-    {'name': 'echo6', 'vip': '2001:db8:1::10', 'port': 7,
-     'real_servers': [{'address': '2001:db8:2::21'}, {'address': '2001:db8:2::22'}]},
-    {'name': 'dns', 'vip': '198.51.100.12', 'port': 53, 'reply_rewrite': 'conntrack_zones',
-     'real_servers': [{'address': '203.0.113.21'}, {'address': '203.0.113.22'}]},
-]
+from ..flowtable_data import FIXTURES, SERVICES
 
 EXPECTED_RECAP = textwrap.dedent("""\
     director1 (data plane ipvs): 11 stuck UDP entries

@@ -1,0 +1,263 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) datagram.director contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""From the plan to the health engine, and from health states to the data plane.
+
+Pure functions (no I/O) used by the director's health program
+(``roles/health/files/datagram_director_health.py``) and by the unit tests.
+Installed flat next to ``health.py`` and ``model.py`` on a director, so it
+imports ``model`` either as collection module_utils or as a plain module.
+
+The program's configuration is the plan's services (rendered to JSON by the
+health role): every real server of a service whose ``health_check.type`` is a
+probe type of the engine gets one engine entry named ``<service>_<index>``,
+the same index as its nftables chain ``rs_<service>_<index>``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import hashlib
+import json
+import re
+
+try:
+    from ansible_collections.datagram.director.plugins.module_utils.model import smooth_wrr
+except ImportError:  # installed flat on a director
+    from model import smooth_wrr  # pylint: disable=import-error
+
+__metaclass__ = type
+
+ENGINE_TYPES = ("udp", "dns", "radius", "ntp", "sip", "tcp", "http")
+# health_check keys that are not probe options of the engine.
+_NOT_PROBE = ("type", "interval", "timeout", "fall", "rise", "port", "script")
+TAG = "datagram-director-health"
+
+
+def checked_services(config):
+    """The services whose real servers the program checks."""
+    return [s for s in config.get("services") or []
+            if (s.get("health_check") or {}).get("type") in ENGINE_TYPES]
+
+
+def server_name(service, index):
+    return "%s_%d" % (service["name"], index)
+
+
+def scheduling_weight(service, real_server):
+    """The weight the data plane uses when the server is up: rr gives every
+    server with weight > 0 one slot, as the plan's sequence does."""
+    weight = int(real_server.get("weight", 1))
+    if service.get("scheduler", "rr") == "wrr":
+        return weight
+    return 1 if weight > 0 else 0
+
+
+def _host_port(text):
+    """"a.b.c.d", "a.b.c.d:port", "[v6]:port" or "v6" -> (address, port or None)."""
+    text = str(text).strip()
+    m = re.match(r"^\[([0-9A-Fa-f:.]+)\](?::([0-9]+))?$", text)
+    if m:
+        return m.group(1).lower(), int(m.group(2)) if m.group(2) else None
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text.lower(), None
+
+
+def drained(drains, service, real_server):
+    """Is this real server in the drain document ``{"service": ["addr[:port]", ...]}``?"""
+    for item in (drains or {}).get(service["name"]) or []:
+        try:
+            addr, port = _host_port(item)
+        except ValueError:
+            continue
+        if addr == real_server["address"].lower() and port in (None, real_server["port"]):
+            return True
+    return False
+
+
+def parse_drains(text):
+    """The drain file's JSON; an empty file means no drains. Raises ValueError."""
+    if not text.strip():
+        return {}
+    doc = json.loads(text)
+    if not isinstance(doc, dict) or not all(isinstance(v, list) for v in doc.values()):
+        raise ValueError("the drain file must map service names to lists of real servers")
+    return doc
+
+
+def engine_config(config, drains=None):
+    """The HealthEngine configuration for ``config`` (see the module doc)."""
+    servers = []
+    for svc in checked_services(config):
+        hc = svc["health_check"]
+        for index, rs in enumerate(svc["real_servers"]):
+            probe = dict((k, v) for k, v in hc.items() if k not in _NOT_PROBE and v is not None)
+            probe["type"] = hc["type"]
+            probe["port"] = hc.get("port") or rs["port"]
+            servers.append({
+                "name": server_name(svc, index),
+                "host": rs["address"],
+                "interval": hc.get("interval", 1),
+                "timeout": hc.get("timeout", 1),
+                "rise": hc.get("rise", 2),
+                "fall": hc.get("fall", 2),
+                "weight": scheduling_weight(svc, rs),
+                "drain": drained(drains, svc, rs),
+                "probe": probe,
+            })
+    return {"servers": servers}
+
+
+def effective_weights(service, states):
+    """Weights per real server index from engine states (``name -> ServerState``);
+    a server without a state (not checked) keeps its scheduling weight."""
+    out = []
+    for index, rs in enumerate(service["real_servers"]):
+        state = states.get(server_name(service, index))
+        out.append(scheduling_weight(service, rs) if state is None else state.effective_weight)
+    return out
+
+
+def digest(weights):
+    return hashlib.sha256(json.dumps(list(weights)).encode()).hexdigest()[:12]
+
+
+def nft_comment(service, weights):
+    return "%s %s %s" % (TAG, service["name"], digest(weights))
+
+
+def nft_dispatch(table, service, weights):
+    """One nft transaction replacing the service's dispatch chain: the smooth
+    weighted order over ``weights`` (0 = no slot, the chain keeps its place),
+    or a drop when no real server has weight."""
+    chain = "netdev %s svc_%s" % (table, service["name"])
+    comment = nft_comment(service, weights)
+    order = smooth_wrr(list(weights))
+    lines = ["flush chain %s" % chain]
+    if order:
+        slots = ", ".join("%d : goto rs_%s_%d" % (slot, service["name"], index) for slot, index in enumerate(order))
+        lines.append('add rule %s numgen inc mod %d vmap { %s } comment "%s"' % (chain, len(order), slots, comment))
+    else:
+        lines.append('add rule %s drop comment "%s"' % (chain, comment))
+    return "\n".join(lines) + "\n"
+
+
+def nft_stale(listing, services_weights):
+    """Names of services whose dispatch chain in ``listing`` (``nft list table
+    netdev TABLE``) lacks the comment of the wanted weights, e.g. after the data
+    plane unit reloaded the static ruleset."""
+    return [svc["name"] for svc, weights in services_weights
+            if ('comment "%s"' % nft_comment(svc, weights)) not in listing]
+
+
+def _ipvs_endpoint(address, port):
+    return "[%s]:%d" % (address, port) if ":" in address else "%s:%d" % (address, port)
+
+
+def ipvs_edit_argv(service, real_server, weight):
+    """Set one real server's weight; weight 0 quiesces (no new datagrams)."""
+    return ["ipvsadm", "-e", "-u", _ipvs_endpoint(service["vip"], service["port"]),
+            "-r", _ipvs_endpoint(real_server["address"], real_server["port"]), "-m", "-w", str(int(weight))]
+
+
+_SAVE_LINE = re.compile(r"^-a\s+-u\s+(\S+)\s+-r\s+(\S+)\s.*?-w\s+([0-9]+)")
+
+
+def parse_ipvsadm_save(text):
+    """``ipvsadm -S -n`` -> {(vip endpoint, real server endpoint): weight} for UDP."""
+    out = {}
+    for line in text.splitlines():
+        m = _SAVE_LINE.match(line.strip())
+        if m:
+            vip, rs = (_ipvs_endpoint(*_split_endpoint(x)) for x in (m.group(1), m.group(2)))
+            out[(vip, rs)] = int(m.group(3))
+    return out
+
+
+def _split_endpoint(text):
+    addr, port = _host_port(text)
+    return addr, port or 0
+
+
+def ipvs_corrections(current, services_weights):
+    """argv lists that make IPVS (``current`` from parse_ipvsadm_save) hold the
+    wanted weights; real servers keepalived has not added are left alone."""
+    cmds = []
+    for svc, weights in services_weights:
+        vip = _ipvs_endpoint(svc["vip"], svc["port"])
+        for rs, weight in zip(svc["real_servers"], weights):
+            key = (vip, _ipvs_endpoint(rs["address"].lower(), rs["port"]))
+            if key in current and current[key] != weight:
+                cmds.append(ipvs_edit_argv(svc, rs, weight))
+    return cmds
+
+
+def _label(value):
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(config, states, changed_at):
+    """Node exporter textfile: per real server up, weight, drain, last change."""
+    metrics = (
+        ("up", "gauge", "1 when the real server passes its health check (rise/fall applied)"),
+        ("weight", "gauge", "Weight the data plane uses now (0: down or drained)"),
+        ("drained", "gauge", "1 when the real server is drained by an operator"),
+        ("last_change_seconds", "gauge", "Unix time of the last change of state or weight"),
+    )
+    rows = dict((m[0], []) for m in metrics)
+    for svc in checked_services(config):
+        for index, rs in enumerate(svc["real_servers"]):
+            name = server_name(svc, index)
+            state = states.get(name)
+            if state is None:
+                continue
+            labels = 'service="%s",address="%s",port="%d"' % (_label(svc["name"]), _label(rs["address"]), rs["port"])
+            rows["up"].append((labels, 1 if state.up else 0))
+            rows["weight"].append((labels, state.effective_weight))
+            rows["drained"].append((labels, 1 if state.drain else 0))
+            rows["last_change_seconds"].append((labels, "%.3f" % changed_at.get(name, 0)))
+    lines = []
+    for metric, kind, text in metrics:
+        full = "datagram_director_real_server_" + metric
+        lines.append("# HELP %s %s" % (full, text))
+        lines.append("# TYPE %s %s" % (full, kind))
+        lines.extend("%s{%s} %s" % (full, labels, value) for labels, value in rows[metric])
+    return "\n".join(lines) + "\n"
+
+
+def status_document(config, states, changed_at, applied):
+    """The state JSON: what ``--status`` prints and realserver.yml reads.
+    Never holds probe options (a RADIUS secret stays in the config file)."""
+    services = []
+    for svc in checked_services(config):
+        servers = []
+        for index, rs in enumerate(svc["real_servers"]):
+            state = states.get(server_name(svc, index))
+            if state is None:
+                continue
+            servers.append({
+                "index": index, "address": rs["address"], "port": rs["port"], "up": state.up,
+                "drained": state.drain, "weight": state.effective_weight,
+                "configured_weight": scheduling_weight(svc, rs), "reason": state.reason,
+                "rtt": state.rtt, "checks": state.checks, "last_change": changed_at.get(server_name(svc, index)),
+            })
+        services.append({"name": svc["name"], "vip": svc["vip"], "port": svc["port"],
+                         "check": svc["health_check"]["type"], "applied": applied.get(svc["name"]),
+                         "real_servers": servers})
+    return {"data_plane": config.get("data_plane"), "services": services}
+
+
+def format_status(doc):
+    """Human-readable status table."""
+    lines = ["data plane: %s" % doc.get("data_plane")]
+    for svc in doc.get("services") or []:
+        lines.append("%s %s:%s (%s check), applied weights %s" % (
+            svc["name"], svc["vip"], svc["port"], svc["check"], svc.get("applied")))
+        for rs in svc["real_servers"]:
+            lines.append("  %-40s %-5s %-8s weight %-3s %s" % (
+                _ipvs_endpoint(rs["address"], rs["port"]), "up" if rs["up"] else "DOWN",
+                "drained" if rs["drained"] else "", rs["weight"], rs["reason"]))
+    return "\n".join(lines)

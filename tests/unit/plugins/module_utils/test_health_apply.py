@@ -1,0 +1,273 @@
+# -*- coding: utf-8 -*-
+# Copyright: datagram.director developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Plan -> engine configuration, health states -> nft / ipvsadm, and the
+health program's loop against a fake data plane."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+from ansible_collections.datagram.director.plugins.module_utils import health
+from ansible_collections.datagram.director.plugins.module_utils import health_apply as ha
+from ansible_collections.datagram.director.plugins.module_utils.model import build_plan, ModelError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+
+
+def model(services):
+    return {
+        "frontend_interface": "front", "backend_interface": "back",
+        "frontend_vrid": 51, "backend_vrid": 52,
+        "frontend_vips": ["198.51.100.10/24", "2001:db8:51::10/64"],
+        "backend_gateway_vips": ["203.0.113.10/24", "2001:db8:113::10/64"],
+        "directors": {"d1": {"vrrp_priority": 150, "frontend_address": "198.51.100.11", "backend_address": "203.0.113.11"},
+                      "d2": {"vrrp_priority": 100, "frontend_address": "198.51.100.12", "backend_address": "203.0.113.12"}},
+        "services": services,
+    }
+
+
+ECHO = {"name": "echo", "vip": "198.51.100.10", "port": 7000,
+        "health_check": {"type": "udp", "interval": 1, "timeout": 1, "fall": 2, "rise": 2},
+        "real_servers": [{"address": "203.0.113.%d" % n, "port": 7000} for n in (21, 22, 23)]}
+NETFLOW = {"name": "netflow", "vip": "198.51.100.10", "port": 2055, "scheduler": "wrr",
+           "health_check": {"type": "tcp", "port": 9100},
+           "real_servers": [{"address": "203.0.113.21", "port": 2055, "weight": 2},
+                            {"address": "203.0.113.22", "port": 2055, "weight": 1},
+                            {"address": "203.0.113.23", "port": 2055, "weight": 1}]}
+SYSLOG6 = {"name": "syslog6", "vip": "2001:db8:51::10", "port": 514,
+           "real_servers": [{"address": "2001:db8:113::21", "port": 514}]}
+
+
+def config(services, data_plane="nftables"):
+    plan = build_plan(model(services))
+    return {"data_plane": data_plane, "nftables_table": "datagram_director",
+            "services": [s for s in plan["services"] if s["health_check"]["type"] in ha.ENGINE_TYPES]}
+
+
+class FakeState:
+    def __init__(self, up=True, weight=1, drain=False):
+        self.up, self.weight, self.drain = up, weight, drain
+        self.reason, self.rtt, self.checks = "ok", 0.001, 3
+
+    @property
+    def effective_weight(self):
+        return self.weight if self.up and not self.drain else 0
+
+
+# --- model: health_check validation -----------------------------------------
+
+@pytest.mark.parametrize("hc", [
+    {"type": "udp", "payload": "ping", "expect": "pong"},
+    {"type": "dns", "query_name": "example.org", "query_type": "A", "expect_rcode": "NOERROR"},
+    {"type": "radius", "secret": "s3cret"},
+    {"type": "ntp"}, {"type": "sip", "sip_uri": "sip:ping@example.org"},
+    {"type": "tcp", "port": 9100}, {"type": "http", "port": 8080, "http_path": "/health", "expect_status": [200, 204]},
+    {"type": "none"}, {"type": "misc", "script": "/usr/local/bin/check"},
+])
+def test_model_accepts_engine_types(hc):
+    svc = dict(ECHO, health_check=hc)
+    plan = build_plan(model([svc]))
+    assert plan["services"][0]["health_check"]["type"] == hc["type"]
+
+
+@pytest.mark.parametrize("hc, message", [
+    ({"type": "icmp"}, "director_services[0].health_check.type: got 'icmp', expected one of none, udp, dns"),
+    ({"type": "radius"}, "health_check.secret: got '(not set)', expected the RADIUS shared secret"),
+    ({"type": "udp", "query_name": "x"}, "health_check.query_name: got 'x', expected no such option for a udp health check"),
+    ({"type": "udp", "secret": "leak"}, "health_check.secret: got '(hidden)'"),
+    ({"type": "udp", "timeout": 5, "interval": 2}, "health_check.timeout: got 5, expected at most health_check.interval (2)"),
+    ({"type": "udp", "payload_hex": "zz"}, "health_check.payload_hex: got 'zz', expected hexadecimal bytes"),
+    ({"type": "udp", "expect": "("}, "health_check.expect: got '(', expected a regular expression"),
+    ({"type": "tcp", "port": 70000}, "health_check.port: got 70000, expected an integer from 1 to 65535"),
+    ({"type": "http", "expect_status": [700]}, "health_check.expect_status: got [700], expected HTTP status codes"),
+])
+def test_model_rejects_bad_health_checks(hc, message):
+    with pytest.raises(ModelError) as err:
+        build_plan(model([dict(ECHO, health_check=hc)]))
+    assert message in str(err.value)
+    assert "leak" not in str(err.value)
+
+
+def test_default_health_check_is_none():
+    plan = build_plan(model([SYSLOG6]))
+    assert plan["services"][0]["health_check"]["type"] == "none"
+
+
+# --- engine configuration ------------------------------------------------------
+
+def test_engine_config_names_ports_and_weights():
+    cfg = config([ECHO, NETFLOW, SYSLOG6])
+    servers = ha.engine_config(cfg, {"echo": ["203.0.113.22"]})["servers"]
+    assert [s["name"] for s in servers] == ["echo_0", "echo_1", "echo_2", "netflow_0", "netflow_1", "netflow_2"]
+    assert servers[0]["probe"] == {"type": "udp", "port": 7000}
+    assert servers[3]["probe"] == {"type": "tcp", "port": 9100}   # health_check.port wins
+    assert [s["weight"] for s in servers] == [1, 1, 1, 2, 1, 1]
+    assert [s["drain"] for s in servers] == [False, True, False, False, False, False]
+    assert (servers[0]["rise"], servers[0]["fall"], servers[0]["interval"]) == (2, 2, 1)
+    engine = health.HealthEngine(ha.engine_config(cfg))  # the engine accepts it
+    engine.close()
+
+
+def test_rr_weights_are_one_slot_each():
+    svc = dict(ECHO, real_servers=[dict(r, weight=w) for r, w in zip(ECHO["real_servers"], (5, 0, 1))])
+    assert [ha.scheduling_weight(svc, rs) for rs in svc["real_servers"]] == [1, 0, 1]
+
+
+@pytest.mark.parametrize("item, drained", [
+    ("203.0.113.21", True), ("203.0.113.21:7000", True), ("203.0.113.21:7001", False), ("203.0.113.2", False)])
+def test_drained_matches_address_and_port(item, drained):
+    svc = config([ECHO])["services"][0]
+    assert ha.drained({"echo": [item]}, svc, svc["real_servers"][0]) is drained
+
+
+def test_drained_ipv6():
+    svc = {"name": "s6", "real_servers": [{"address": "2001:db8:113::21", "port": 514}]}
+    for item in ("2001:db8:113::21", "[2001:DB8:113::21]:514"):
+        assert ha.drained({"s6": [item]}, svc, svc["real_servers"][0])
+
+
+def test_parse_drains():
+    assert ha.parse_drains("") == {}
+    assert ha.parse_drains('{"echo": ["203.0.113.21"]}') == {"echo": ["203.0.113.21"]}
+    with pytest.raises(ValueError):
+        ha.parse_drains('["echo"]')
+
+
+# --- nftables --------------------------------------------------------------------
+
+def test_nft_dispatch_keeps_places_and_smooth_order():
+    svc = config([NETFLOW])["services"][0]
+    script = ha.nft_dispatch("datagram_director", svc, [2, 1, 1])
+    lines = script.splitlines()
+    assert lines[0] == "flush chain netdev datagram_director svc_netflow"
+    assert lines[1].startswith("add rule netdev datagram_director svc_netflow numgen inc mod 4 vmap "
+                               "{ 0 : goto rs_netflow_0, 1 : goto rs_netflow_1, 2 : goto rs_netflow_2, 3 : goto rs_netflow_0 }")
+    # all up: the same order as the static ruleset (the plan's sequence)
+    assert svc["sequence"] == [0, 1, 2, 0]
+    # the middle server down: the others keep their chains (indexes)
+    down = ha.nft_dispatch("datagram_director", svc, [2, 0, 1]).splitlines()[1]
+    assert "vmap { 0 : goto rs_netflow_0, 1 : goto rs_netflow_2, 2 : goto rs_netflow_0 }" in down
+    assert "mod 3" in down and "rs_netflow_1" not in down
+
+
+def test_nft_dispatch_all_down_drops():
+    svc = config([ECHO])["services"][0]
+    lines = ha.nft_dispatch("t", svc, [0, 0, 0]).splitlines()
+    assert lines == ["flush chain netdev t svc_echo",
+                     'add rule netdev t svc_echo drop comment "%s"' % ha.nft_comment(svc, [0, 0, 0])]
+
+
+def test_nft_stale_detects_a_reloaded_ruleset():
+    svc = config([ECHO])["services"][0]
+    want = [1, 0, 1]
+    applied = "chain svc_echo {\n numgen inc mod 2 vmap { 0 : goto rs_echo_0, 1 : goto rs_echo_2 } comment \"%s\"\n}" % (
+        ha.nft_comment(svc, want))
+    assert ha.nft_stale(applied, [(svc, want)]) == []
+    static = "chain svc_echo {\n numgen inc mod 3 vmap { 0 : goto rs_echo_0, 1 : goto rs_echo_1, 2 : goto rs_echo_2 }\n}"
+    assert ha.nft_stale(static, [(svc, want)]) == ["echo"]
+    assert ha.nft_stale(applied, [(svc, [1, 1, 1])]) == ["echo"]
+
+
+def test_effective_weights_from_states():
+    svc = config([NETFLOW])["services"][0]
+    states = {"netflow_0": FakeState(True, 2), "netflow_1": FakeState(False, 1), "netflow_2": FakeState(True, 1, drain=True)}
+    assert ha.effective_weights(svc, states) == [2, 0, 0]
+    assert ha.effective_weights(svc, {}) == [2, 1, 1]  # unchecked: configured weights
+
+
+# --- ipvs ------------------------------------------------------------------------
+
+SAVE = """-A -u 198.51.100.10:7000 -s rr -o
+-a -u 198.51.100.10:7000 -r 203.0.113.21:7000 -m -w 1
+-a -u 198.51.100.10:7000 -r 203.0.113.22:7000 -m -w 1
+-a -u 198.51.100.10:7000 -r 203.0.113.23:7000 -m -w 0
+-A -u [2001:db8:51::10]:7000 -s rr -o
+-a -u [2001:db8:51::10]:7000 -r [2001:db8:113::21]:7000 -m -w 1
+-a -t 198.51.100.10:80 -r 203.0.113.21:80 -m -w 1
+"""
+
+
+def test_parse_ipvsadm_save():
+    cur = ha.parse_ipvsadm_save(SAVE)
+    assert cur[("198.51.100.10:7000", "203.0.113.23:7000")] == 0
+    assert cur[("[2001:db8:51::10]:7000", "[2001:db8:113::21]:7000")] == 1
+    assert len(cur) == 4  # TCP ignored
+
+
+def test_ipvs_corrections_after_a_keepalived_reload():
+    svc = config([ECHO], "ipvs")["services"][0]
+    cmds = ha.ipvs_corrections(ha.parse_ipvsadm_save(SAVE), [(svc, [1, 0, 1])])
+    assert cmds == [["ipvsadm", "-e", "-u", "198.51.100.10:7000", "-r", "203.0.113.22:7000", "-m", "-w", "0"],
+                    ["ipvsadm", "-e", "-u", "198.51.100.10:7000", "-r", "203.0.113.23:7000", "-m", "-w", "1"]]
+
+
+def test_ipvs_edit_ipv6():
+    svc = {"vip": "2001:db8:51::10", "port": 7000}
+    assert ha.ipvs_edit_argv(svc, {"address": "2001:db8:113::21", "port": 7000}, 3)[3:] == [
+        "[2001:db8:51::10]:7000", "-r", "[2001:db8:113::21]:7000", "-m", "-w", "3"]
+
+
+# --- outputs -----------------------------------------------------------------------
+
+def test_prometheus_and_status_never_hold_a_secret():
+    radius = dict(ECHO, name="radius", port=1812, health_check={"type": "radius", "secret": "TOPSECRET"},
+                  real_servers=[{"address": "203.0.113.21", "port": 1812}])
+    cfg = config([radius])
+    states = {"radius_0": FakeState(False, 1)}
+    text = ha.prometheus_text(cfg, states, {"radius_0": 1700000000.5})
+    assert 'datagram_director_real_server_up{service="radius",address="203.0.113.21",port="1812"} 0' in text
+    assert 'datagram_director_real_server_last_change_seconds{service="radius",address="203.0.113.21",port="1812"} 1700000000.500' in text
+    doc = ha.status_document(cfg, states, {}, {"radius": [0]})
+    assert "TOPSECRET" not in json.dumps(doc) + text + ha.format_status(doc)
+    assert doc["services"][0]["real_servers"][0]["weight"] == 0
+
+
+# --- the program, against a fake nft ----------------------------------------------
+
+@pytest.fixture
+def program(monkeypatch):
+    files = os.path.join(REPO, "roles", "health", "files")
+    utils = os.path.join(REPO, "plugins", "module_utils")
+    monkeypatch.setitem(sys.modules, "health", health)
+    monkeypatch.setitem(sys.modules, "health_apply", ha)
+    monkeypatch.syspath_prepend(utils)
+    spec = importlib.util.spec_from_file_location("datagram_director_health", os.path.join(files, "datagram_director_health.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_program_applies_transitions_in_one_nft_transaction(program, monkeypatch, tmp_path):
+    cfg = config([ECHO])
+    cfg.update(state_file=str(tmp_path / "state.json"), textfile=str(tmp_path / "m.prom"),
+               drain_file=str(tmp_path / "drain.json"))
+    calls = []
+    monkeypatch.setattr(program, "run", lambda argv, stdin=None: calls.append((argv, stdin)) or (0, "", ""))
+    monkeypatch.setattr(program, "log", lambda level, msg: None)
+    d = program.Director(cfg)
+    d.holding = False
+    for name in ("echo_0", "echo_1", "echo_2"):
+        for _i in range(2):
+            d.engine.entries[name].state.record(True, "ok")
+    d.engine.entries["echo_1"].state.record(False, "refused")
+    t = d.engine.entries["echo_1"].state.record(False, "refused")
+    d.on_change(t)
+    assert d.apply(d.dirty)
+    (argv, script), = calls
+    assert argv == ["nft", "-f", "-"]
+    assert script == ha.nft_dispatch("datagram_director", cfg["services"][0], [1, 0, 1])
+    assert d.apply({"echo"}) and len(calls) == 1   # unchanged: nothing to do
+    (tmp_path / "drain.json").write_text('{"echo": ["203.0.113.21"]}')
+    d.apply_drains()
+    assert d.apply(d.dirty)
+    assert "vmap { 0 : goto rs_echo_2 }" in calls[-1][1]
+    d.write_outputs()
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert [rs["weight"] for rs in state["services"][0]["real_servers"]] == [0, 0, 1]
+    assert state["services"][0]["real_servers"][0]["drained"] is True
