@@ -8,7 +8,7 @@ export CONTAINERS_STORAGE_CONF := $(CURDIR)/roles/lab/files/storage.conf
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 PLAYBOOK := ansible-playbook
 
-.PHONY: bootstrap lab verify failover lab-destroy test unit lint sanity molecule
+.PHONY: bootstrap lab verify failover lab-destroy test unit lint sanity molecule ipvs
 bootstrap:
 	@tools/bootstrap.sh
 
@@ -35,3 +35,5 @@ sanity: bootstrap
 	tools/test.sh sanity
 molecule: bootstrap
 	tools/test.sh molecule
+ipvs: bootstrap
+	tools/test.sh ipvs

@@ -9,7 +9,8 @@ top=$PWD
 
 APT_PACKAGES=(podman runc keepalived nftables iptables conntrack debootstrap ethtool
               iproute2 dnsutils socat make rsync git shellcheck
-              dnsmasq-base freeradius chrony sip-tester)
+              dnsmasq-base freeradius chrony sip-tester
+              qemu-system-x86 openssh-client e2fsprogs)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# All tests, in the order that fails fastest: unit, lint, sanity, Molecule.
-#   tools/test.sh [unit|lint|sanity|molecule ...]   (default: all of them)
+# All tests, in the order that fails fastest: unit, lint, sanity, Molecule
+# (podman lab topology), then real IPVS in QEMU guests.
+#   tools/test.sh [unit|lint|sanity|molecule|ipvs ...]   (default: all of them)
 # Expects tools/bootstrap.sh to have run (make test does it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ export ANSIBLE_CONFIG=$top/ansible.cfg
 export CONTAINERS_CONF=$top/roles/lab/files/containers.conf
 export CONTAINERS_STORAGE_CONF=$top/roles/lab/files/storage.conf
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(unit lint sanity molecule)
+[ ${#stages[@]} -gt 0 ] || stages=(unit lint sanity molecule ipvs)
 
 step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 
@@ -48,6 +49,10 @@ PY
     molecule)
       step "molecule test (podman: lab topology, check, idempotence, verify, failover)"
       molecule test -s default
+      ;;
+    ipvs)
+      step "molecule test -s ipvs (real IPVS with ops in two QEMU guests)"
+      molecule test -s ipvs
       ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac

@@ -1,0 +1,151 @@
+# shellcheck shell=bash source-path=SCRIPTDIR
+# keepalived's IPVS side starting from nothing while datagrams already arrive
+# (run on the master director: bash startup.sh MODE SECONDS OUTDIR).
+#   MODE ours    the role's configuration (/etc/keepalived/keepalived.conf,
+#                virtual_server with `ops`)
+#   MODE legacy  the same virtual servers WITHOUT `ops`, plus the old
+#                quorum_up "ipvsadm -E -u VIP:PORT -s SCHED --ops" workaround;
+#                then the flush experiments on the stuck entries it leaves:
+#                (1) a 2 s UDP timeout (ipvsadm --set) for 5 s under traffic,
+#                (2) each real server that has entries removed (with
+#                net.ipv4.vs.expire_nodest_conn=1) and added again.
+# The caller has stopped keepalived on both directors and starts the client's
+# stream; keepalived is started only once the stream is seen arriving (nft
+# counter, probe.sh), so the stream provably overlaps the start. The VIPs are
+# held statically (keepalived runs with --check: its IPVS process only).
+# /proc/net/ip_vs_conn is sampled every 20 ms until SECONDS after the stream
+# was seen (t0; all times are seconds after t0). OUTDIR gets poll.json, ip_vs_conn_stuck.txt (+ ip_vs_conn_sync_stuck.txt)
+# taken 2 s after `ops` is set, ip_vs_conn.txt at the end, ipvsadm*.txt,
+# keepalived.log, events; the last line of stdout is a JSON summary.
+# Everything started here is stopped here, by PID; keepalived is bounded by
+# `timeout`.
+set -euo pipefail
+mode="$1" seconds="$2" out="$3"
+vip=198.51.100.10 port=7000 gw=203.0.113.10
+frag=/etc/keepalived/conf.d/virtual_servers.conf
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=probe.sh
+. "$here/probe.sh"
+rm -rf "$out"; mkdir -p "$out"
+case "$mode" in
+  ours) conf=/etc/keepalived/keepalived.conf ;;
+  legacy)
+    conf="$out/keepalived-legacy.conf"
+    sched="$(awk '$1 == "lvs_sched" { print $2; exit }' "$frag")"
+    {
+      printf 'global_defs {\n    enable_script_security\n    script_user root\n}\n'
+      sed -e '/^[[:space:]]*ops[[:space:]]*$/d' \
+          -e "s|^\([[:space:]]*\)lvs_method NAT|&\n\1quorum_up \"/usr/sbin/ipvsadm -E -u $vip:$port -s $sched --ops\"|" "$frag"
+    } > "$conf"
+    grep -q 'quorum_up' "$conf" && ! grep -Eq '^[[:space:]]*ops[[:space:]]*$' "$conf"
+    ;;
+  *) echo "startup.sh: MODE ours|legacy" >&2; exit 2 ;;
+esac
+keepalived --config-test --use-file "$conf"
+systemctl is-active --quiet keepalived && { echo "startup.sh: keepalived still runs" >&2; exit 1; }
+ipvsadm -C
+ip addr replace "$vip/24" dev front
+ip addr replace "$gw/24" dev back
+ipvsadm -Ln > "$out/ipvsadm-before.txt"
+probe_reset "$vip" "$port"
+
+viphex="$(hexip "$vip")" porthex="$(printf '%04X' "$port")"
+entries() {  # UDP entries for VIP:port in /proc/net/ip_vs_conn [to real server hex $1]
+  awk -v v="$viphex" -v p="$porthex" -v d="${1:-}" \
+    'NR > 1 && $1 == "UDP" && $4 == v && $5 == p && (d == "" || $6 == d) { n++ } END { print n + 0 }' \
+    /proc/net/ip_vs_conn
+}
+ev() { echo "$1=$(since "$t0")" >> "$out/events"; }
+
+# stream first: wait for 100 datagrams (0.1 s at 1000/s), at most 90 s
+wait_stream 100 90
+t0=$(date +%s.%N)
+seen_at_start="$(probe_packets)"
+python3 - "$viphex" "$porthex" "$seconds" "$out/poll.json" "$t0" <<'PY' &
+import json, sys, time
+viphex, porthex, seconds, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+samples, peak, changes, last, first_seen = 0, 0, [], None, None
+start = time.monotonic() - (time.time() - float(sys.argv[5]))  # times relative to t0
+while time.monotonic() - start < seconds:
+    with open("/proc/net/ip_vs_conn", encoding="ascii") as fh:
+        n = sum(1 for line in fh.read().splitlines()[1:]
+                if line.startswith("UDP") and line.split()[3:5] == [viphex, porthex])
+    samples += 1
+    now = round(time.monotonic() - start, 2)
+    if n and first_seen is None:
+        first_seen = now
+    if n != last:
+        changes.append([now, n])
+        last = n
+    peak = max(peak, n)
+    time.sleep(0.02)
+with open(out, "w", encoding="ascii") as fh:
+    json.dump({"samples": samples, "peak_vip_udp_entries": peak, "first_seen_s": first_seen,
+               "changes": changes[:200]}, fh)
+PY
+poller=$!
+ev keepalived_start
+timeout "$((${seconds%.*} + 10))" keepalived --dont-fork --check --log-console --log-detail \
+  --use-file "$conf" --pid "$out/ka.pid" --checkers_pid "$out/ka-check.pid" \
+  > "$out/keepalived.log" 2>&1 &
+ka=$!
+ops_s=null
+for _ in $(seq 300); do
+  if ipvsadm -Ln | grep -Eq "^UDP +$vip:$port +[a-z]+ +ops"; then ops_s="$(since "$t0")"; break; fi
+  sleep 0.05
+done
+ev "ops_set"
+sleep 2
+cp /proc/net/ip_vs_conn "$out/ip_vs_conn_stuck.txt"
+[ -r /proc/net/ip_vs_conn_sync ] && cp /proc/net/ip_vs_conn_sync "$out/ip_vs_conn_sync_stuck.txt"
+ipvsadm -Ln > "$out/ipvsadm.txt"
+stuck_entries="$(entries)"
+ev captured
+
+flush='{}'
+if [ "$mode" = legacy ]; then
+  # (1) a short UDP timeout while the stream goes on
+  read -r _tcp _fin udp_old < <(ipvsadm -L --timeout | awk '/Timeout/ { print $(NF-2), $(NF-1), $NF }')
+  ipvsadm --set 0 0 2
+  ev short_timeout_set
+  sleep 5
+  after_timeout="$(entries)"
+  ipvsadm --set 0 0 "$udp_old"
+  ev short_timeout_restored
+  # (2) remove each real server that has entries, wait for its entries to go, add it again
+  expire_nodest="$(sysctl -n net.ipv4.vs.expire_nodest_conn)"
+  removals='['
+  for rs in $(ipvsadm -Sn | awk -v s="$vip:$port" '$1 == "-a" && $2 == "-u" && $3 == s { print $5 }'); do
+    a="${rs%:*}"
+    rshex="$(hexip "$a")"
+    n="$(entries "$rshex")"
+    [ "$n" -gt 0 ] || continue
+    w="$(ipvsadm -Sn | awk -v s="$vip:$port" -v r="$rs" '$3 == s && $5 == r { for (i = 6; i <= NF; i++) if ($i == "-w") print $(i + 1) }')"
+    t1=$(date +%s.%N)
+    ipvsadm -d -u "$vip:$port" -r "$rs"
+    gone=null
+    for _ in $(seq 200); do
+      if [ "$(entries "$rshex")" = 0 ]; then gone="$(since "$t1")"; break; fi
+      sleep 0.05
+    done
+    ipvsadm -a -u "$vip:$port" -r "$rs" -m -w "$w"
+    removals="$removals{\"real_server\": \"$rs\", \"entries\": $n, \"removed_at_s\": $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'), \"entries_gone_after_s\": $gone, \"readded_after_s\": $(since "$t1")},"
+  done
+  removals="${removals%,}]"
+  ev flushed
+  sleep 2
+  flush="{\"udp_timeout_before\": $udp_old, \"short_timeout_s\": 2, \"entries_before\": $stuck_entries, \"entries_after_5s_short_timeout\": $after_timeout, \"expire_nodest_conn\": $expire_nodest, \"removals\": $removals, \"entries_after_readd\": $(entries)}"
+fi
+
+wait "$poller" || true
+ev poll_end
+cp /proc/net/ip_vs_conn "$out/ip_vs_conn.txt"
+ipvsadm -Ln --stats > "$out/ipvsadm-stats.txt"
+kill -TERM "$ka" 2>/dev/null || true
+wait "$ka" || true
+final_entries="$(entries)"
+ipvsadm -C
+seen="$(probe_packets)"
+probe_drop
+printf '{"mode": "%s", "ops_set_after_s": %s, "entries_2s_after_ops": %s, "entries_at_end": %s, "datagrams_seen": %s, "datagrams_before_start": %s, "flush": %s, "poll": %s, "events": "%s"}\n' \
+  "$mode" "$ops_s" "$stuck_entries" "$final_entries" "$seen" "$seen_at_start" "$flush" "$(cat "$out/poll.json")" "$(tr '\n' ' ' < "$out/events")"
