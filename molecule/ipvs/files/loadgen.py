@@ -10,7 +10,9 @@ replies from one real server: a pinned port shows one long run), reply
 sources, per-second timeline, and per real server the last answered
 datagram (for removals), runs of replies from one real server on one port
 that last >= LONG_RUN_SECONDS (pinned by a connection entry), runs of >= LOSS_RUN lost
-datagrams on one port, and per second the datagrams without reply ("lost").  Replies are "<name> <payload>".
+datagrams on one port, and per second the datagrams without reply ("lost"),
+the send time of each lost datagram, and per real server the gaps of more
+than GAP_SECONDS between its answered datagrams (the health drill).  Replies are "<name> <payload>".
 """
 import json
 import selectors
@@ -28,6 +30,8 @@ import time
 LONG_RUN_SECONDS = 5
 # Runs of this many consecutive lost datagrams on one port are listed.
 LOSS_RUN = 10
+# A real server that answers nothing for this long is reported in gaps_by_rs.
+GAP_SECONDS = 0.5
 
 
 def main(vip, port, base, nports, rate, seconds):
@@ -47,6 +51,7 @@ def main(vip, port, base, nports, rate, seconds):
     sources = {}
     errors = 0
     start = time.monotonic()
+    start_epoch = time.time()
     hard_stop = start + seconds + 10
 
     def drain(wait):
@@ -97,12 +102,16 @@ def main(vip, port, base, nports, rate, seconds):
     long_runs = []
     loss = {}
     loss_runs = []
+    lost_at = []
+    prev_answer = {}
+    gaps = {}
     for seq in range(count):
         name = got.get(seq)
         p = str(base + seq % nports)
         if name is None:
             bucket = timeline.setdefault(str(int(sent_at[seq])), {})
             bucket["lost"] = bucket.get("lost", 0) + 1
+            lost_at.append(round(sent_at[seq], 3))
             loss.setdefault(p, [seq, 0])[1] += 1
             continue
         if p in loss:
@@ -127,6 +136,12 @@ def main(vip, port, base, nports, rate, seconds):
         timeline.setdefault(sec, {})
         timeline[sec][name] = timeline[sec].get(name, 0) + 1
         last[name] = seq
+        # A real server out of the pool for a while (health drill): the send
+        # times of its last answered datagram before and first after the gap.
+        if name in prev_answer and sent_at[seq] - sent_at[prev_answer[name]] > GAP_SECONDS:
+            gaps.setdefault(name, []).append({"last_before_s": round(sent_at[prev_answer[name]], 3),
+                                              "first_after_s": round(sent_at[seq], 3)})
+        prev_answer[name] = seq
     for p, run in runs.items():
         per_port[p]["tail_run"] = {"real_server": run[0], "datagrams": run[1]}
         if run[1] >= long_run:
@@ -147,6 +162,9 @@ def main(vip, port, base, nports, rate, seconds):
         "long_runs": sorted(long_runs, key=lambda r: (r["port"], r["first_seq"])),
         "pinned_datagrams": sum(r["datagrams"] for r in long_runs),
         "loss_runs": loss_runs[:100],
+        "lost_at_s": lost_at[:2000],
+        "gaps_by_rs": gaps,
+        "start_epoch": round(start_epoch, 3),
         "wall_s": round(time.monotonic() - start, 3),
     }, sort_keys=True))
 

@@ -5,10 +5,13 @@
 #                virtual_server with `ops`)
 #   MODE legacy  the same virtual servers WITHOUT `ops`, plus the old
 #                quorum_up "ipvsadm -E -u VIP:PORT -s SCHED --ops" workaround;
-#                then the flush experiments on the stuck entries it leaves:
-#                (1) a 2 s UDP timeout (ipvsadm --set) for 5 s under traffic,
-#                (2) each real server that has entries removed (with
-#                net.ipv4.vs.expire_nodest_conn=1) and added again.
+#                then, on the stuck entries it leaves: (1) a 2 s UDP timeout
+#                (ipvsadm --set) for 5 s under traffic, the negative control;
+#                (2) it writes OUTDIR/flush_ready, the caller runs
+#                playbooks/flush_stuck.yml (real-server remove and re-add with
+#                net.ipv4.vs.expire_nodest_conn=1), and this script times how
+#                long the entries take to go and checks that they stay gone
+#                under the stream.
 # The caller has stopped keepalived on both directors and starts the client's
 # stream; keepalived is started only once the stream is seen arriving (nft
 # counter, probe.sh), so the stream provably overlaps the start. The VIPs are
@@ -50,10 +53,9 @@ ipvsadm -Ln > "$out/ipvsadm-before.txt"
 probe_reset "$vip" "$port"
 
 viphex="$(hexip "$vip")" porthex="$(printf '%04X' "$port")"
-entries() {  # UDP entries for VIP:port in /proc/net/ip_vs_conn [to real server hex $1]
-  awk -v v="$viphex" -v p="$porthex" -v d="${1:-}" \
-    'NR > 1 && $1 == "UDP" && $4 == v && $5 == p && (d == "" || $6 == d) { n++ } END { print n + 0 }' \
-    /proc/net/ip_vs_conn
+entries() {  # UDP entries for VIP:port in /proc/net/ip_vs_conn
+  awk -v v="$viphex" -v p="$porthex" \
+    'NR > 1 && $1 == "UDP" && $4 == v && $5 == p { n++ } END { print n + 0 }' /proc/net/ip_vs_conn
 }
 ev() { echo "$1=$(since "$t0")" >> "$out/events"; }
 
@@ -112,29 +114,20 @@ if [ "$mode" = legacy ]; then
   after_timeout="$(entries)"
   ipvsadm --set 0 0 "$udp_old"
   ev short_timeout_restored
-  # (2) remove each real server that has entries, wait for its entries to go, add it again
+  # (2) the caller's flush_stuck.yml; wait for the table to empty (at most 60 s)
   expire_nodest="$(sysctl -n net.ipv4.vs.expire_nodest_conn)"
-  removals='['
-  for rs in $(ipvsadm -Sn | awk -v s="$vip:$port" '$1 == "-a" && $2 == "-u" && $3 == s { print $5 }'); do
-    a="${rs%:*}"
-    rshex="$(hexip "$a")"
-    n="$(entries "$rshex")"
-    [ "$n" -gt 0 ] || continue
-    w="$(ipvsadm -Sn | awk -v s="$vip:$port" -v r="$rs" '$3 == s && $5 == r { for (i = 6; i <= NF; i++) if ($i == "-w") print $(i + 1) }')"
-    t1=$(date +%s.%N)
-    ipvsadm -d -u "$vip:$port" -r "$rs"
-    gone=null
-    for _ in $(seq 200); do
-      if [ "$(entries "$rshex")" = 0 ]; then gone="$(since "$t1")"; break; fi
-      sleep 0.05
-    done
-    ipvsadm -a -u "$vip:$port" -r "$rs" -m -w "$w"
-    removals="$removals{\"real_server\": \"$rs\", \"entries\": $n, \"removed_at_s\": $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'), \"entries_gone_after_s\": $gone, \"readded_after_s\": $(since "$t1")},"
+  ev flush_ready
+  ready_s="$(since "$t0")"
+  touch "$out/flush_ready"
+  flushed=null
+  for _ in $(seq 1200); do
+    if [ "$(entries)" = 0 ]; then flushed="$(since "$t0")"; break; fi
+    sleep 0.05
   done
-  removals="${removals%,}]"
   ev flushed
-  sleep 2
-  flush="{\"udp_timeout_before\": $udp_old, \"short_timeout_s\": 2, \"entries_before\": $stuck_entries, \"entries_after_5s_short_timeout\": $after_timeout, \"expire_nodest_conn\": $expire_nodest, \"removals\": $removals, \"entries_after_readd\": $(entries)}"
+  # the stream goes on: with `ops` in force no entry may come back
+  sleep 3
+  flush="{\"udp_timeout_before\": $udp_old, \"short_timeout_s\": 2, \"entries_before\": $stuck_entries, \"entries_after_5s_short_timeout\": $after_timeout, \"expire_nodest_conn\": $expire_nodest, \"flush_ready_s\": $ready_s, \"entries_gone_at_s\": $flushed, \"entries_3s_after_flush\": $(entries)}"
 fi
 
 wait "$poller" || true
