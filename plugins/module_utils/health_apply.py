@@ -7,8 +7,9 @@
 
 Pure functions (no I/O) used by the director's health program
 (``roles/health/files/datagram_director_health.py``) and by the unit tests.
-Installed flat next to ``health.py`` and ``model.py`` on a director, so it
-imports ``model`` either as collection module_utils or as a plain module.
+Installed flat next to ``health.py``, ``model.py`` and ``ipvsadm.py`` on a
+director, so it imports ``model`` and ``ipvsadm`` either as collection
+module_utils or as plain modules.
 
 The program's configuration is the plan's services (rendered to JSON by the
 health role): every real server of a service whose ``health_check.type`` is a
@@ -23,8 +24,10 @@ import json
 import re
 
 try:
+    from ansible_collections.datagram.director.plugins.module_utils import ipvsadm
     from ansible_collections.datagram.director.plugins.module_utils.model import smooth_wrr
 except ImportError:  # installed flat on a director
+    import ipvsadm  # pylint: disable=import-error
     from model import smooth_wrr  # pylint: disable=import-error
 
 __metaclass__ = type
@@ -153,33 +156,21 @@ def nft_stale(listing, services_weights):
             if ('comment "%s"' % nft_comment(svc, weights)) not in listing]
 
 
-def _ipvs_endpoint(address, port):
-    return "[%s]:%d" % (address, port) if ":" in address else "%s:%d" % (address, port)
-
-
 def ipvs_edit_argv(service, real_server, weight):
     """Set one real server's weight; weight 0 quiesces (no new datagrams)."""
-    return ["ipvsadm", "-e", "-u", _ipvs_endpoint(service["vip"], service["port"]),
-            "-r", _ipvs_endpoint(real_server["address"], real_server["port"]), "-m", "-w", str(int(weight))]
-
-
-_SAVE_LINE = re.compile(r"^-a\s+-u\s+(\S+)\s+-r\s+(\S+)\s.*?-w\s+([0-9]+)")
+    return ipvsadm.edit_argv("udp", ipvsadm.endpoint(service["vip"], service["port"]),
+                             ipvsadm.endpoint(real_server["address"], real_server["port"]), "masq", weight)
 
 
 def parse_ipvsadm_save(text):
-    """``ipvsadm -S -n`` -> {(vip endpoint, real server endpoint): weight} for UDP."""
+    """``ipvsadm -S -n`` -> {(vip endpoint, real server endpoint): weight} for UDP;
+    lines it cannot parse are skipped."""
     out = {}
-    for line in text.splitlines():
-        m = _SAVE_LINE.match(line.strip())
-        if m:
-            vip, rs = (_ipvs_endpoint(*_split_endpoint(x)) for x in (m.group(1), m.group(2)))
-            out[(vip, rs)] = int(m.group(3))
+    for (protocol, vip), service in ipvsadm.parse_save(text, errors=[]).items():
+        if protocol == "udp":
+            for rs, real_server in service["real_servers"].items():
+                out[(vip, rs)] = real_server["weight"]
     return out
-
-
-def _split_endpoint(text):
-    addr, port = _host_port(text)
-    return addr, port or 0
 
 
 def ipvs_corrections(current, services_weights):
@@ -187,9 +178,9 @@ def ipvs_corrections(current, services_weights):
     wanted weights; real servers keepalived has not added are left alone."""
     cmds = []
     for svc, weights in services_weights:
-        vip = _ipvs_endpoint(svc["vip"], svc["port"])
+        vip = ipvsadm.endpoint(svc["vip"], svc["port"])
         for rs, weight in zip(svc["real_servers"], weights):
-            key = (vip, _ipvs_endpoint(rs["address"].lower(), rs["port"]))
+            key = (vip, ipvsadm.endpoint(rs["address"], rs["port"]))
             if key in current and current[key] != weight:
                 cmds.append(ipvs_edit_argv(svc, rs, weight))
     return cmds
@@ -258,6 +249,6 @@ def format_status(doc):
             svc["name"], svc["vip"], svc["port"], svc["check"], svc.get("applied")))
         for rs in svc["real_servers"]:
             lines.append("  %-40s %-5s %-8s weight %-3s %s" % (
-                _ipvs_endpoint(rs["address"], rs["port"]), "up" if rs["up"] else "DOWN",
+                ipvsadm.endpoint(rs["address"], rs["port"]), "up" if rs["up"] else "DOWN",
                 "drained" if rs["drained"] else "", rs["weight"], rs["reason"]))
     return "\n".join(lines)

@@ -29,56 +29,15 @@ attributes:
   diff_mode:
     support: none
     description: The module never changes anything.
+extends_documentation_fragment:
+  - datagram.director.flow_tables
 options:
-  services:
-    description:
-      - The load-balanced services to check, as the director plan holds them
-        (C(__director_plan.services) after the datagram.director.preflight role).
-      - Each needs C(name), C(vip), C(port) and C(real_servers) (each with C(address) and
-        optionally C(port), defaulting to the service port); C(protocol) (only C(udp)) and
-        C(reply_rewrite) (C(stateless) or C(conntrack_zones)) are optional. Other keys of the
-        plan (scheduler, weights, sequence, zones, health checks) are ignored, so the plan can
-        be passed as it is. Invalid services fail the module with a message naming the service.
-    type: list
-    elements: dict
-    required: true
-  data_plane:
-    description:
-      - V(ipvs) for IPVS with one-packet scheduling, V(nftables) for the stateless nftables data plane.
-    type: str
-    choices: [ipvs, nftables]
-    default: ipvs
-  tables:
-    description:
-      - Which tables to read.
-    type: list
-    elements: str
-    choices: [ipvs, conntrack]
-    default: [ipvs, conntrack]
-  conntrack_path:
-    description:
-      - Path of the C(conntrack) program. By default it is searched in E(PATH) and the sbin directories.
-      - The module runs C(conntrack -L -p udp -o extended), and C(conntrack -L -p udp) if the C(-o extended) output
-        format is refused.
-    type: path
-  ipvs_conn_path:
-    description:
-      - File to read the IPVS connection table from. IPv4 and IPv6 entries share this file.
-      - A missing file means that IPVS is not loaded; the IPVS table is then empty and RV(notes) says so.
-      - C(/proc/net/ip_vs_conn_sync), which has an C(Origin) column, can be read too.
-    type: path
-    default: /proc/net/ip_vs_conn
   zones:
     description:
       - Conntrack zones to keep. C(conntrack -L) lists the entries of all zones; an empty list keeps all of them.
     type: list
     elements: int
     default: []
-  top_clients:
-    description:
-      - How many clients RV(summary) lists per service.
-    type: int
-    default: 5
   return_entries:
     description:
       - Return every parsed UDP entry in RV(entries). Set to V(false) on directors with large tables.
@@ -90,6 +49,7 @@ notes:
 seealso:
   - plugin: datagram.director.stuck_udp
     plugin_type: callback
+  - module: datagram.director.udp_flow_flush
 """
 
 EXAMPLES = r"""
@@ -224,99 +184,24 @@ data_plane:
   sample: ipvs
 """
 
-import errno
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datagram.director.plugins.module_utils.flowtable import (
-    ServiceError,
-    find_stuck,
-    normalize_services,
-    parse_conntrack,
-    parse_ipvs_conn,
-    summarize,
-)
-
-
-def read_ipvs(module, path, notes, errors):
-    try:
-        with open(path) as handle:
-            text = handle.read()
-    except (IOError, OSError) as exc:
-        if exc.errno == errno.ENOENT:
-            notes.append('IPVS is not loaded: %s does not exist; the ipvs table is empty.' % path)
-            return []
-        module.fail_json(msg='Cannot read %s: %s' % (path, exc))
-    return parse_ipvs_conn(text, source=path, errors=errors)
-
-
-def read_conntrack(module, path, notes, errors):
-    base = [path, '-L', '-p', 'udp']
-    rc, out, err = module.run_command(base + ['-o', 'extended'])
-    if rc != 0 and ('Bad parameter' in err or 'invalid option' in err or 'unrecognized option' in err):
-        notes.append('%s does not support "-o extended"; read its default output.' % path)
-        rc, out, err = module.run_command(base)
-    if rc != 0:
-        module.fail_json(msg='%s -L -p udp failed (rc=%d): %s' % (path, rc, err.strip()), rc=rc, stdout=out, stderr=err)
-    return parse_conntrack(out, source='conntrack -L -p udp', errors=errors)
+from ansible_collections.datagram.director.plugins.module_utils.flowaudit import ARGUMENT_SPEC, collect
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            services=dict(type='list', elements='dict', required=True),
-            data_plane=dict(type='str', choices=['ipvs', 'nftables'], default='ipvs'),
-            tables=dict(type='list', elements='str', choices=['ipvs', 'conntrack'], default=['ipvs', 'conntrack']),
-            conntrack_path=dict(type='path'),
-            ipvs_conn_path=dict(type='path', default='/proc/net/ip_vs_conn'),
+            ARGUMENT_SPEC,
             zones=dict(type='list', elements='int', default=[]),
-            top_clients=dict(type='int', default=5),
             return_entries=dict(type='bool', default=True),
         ),
         supports_check_mode=True,
     )
-    params = module.params
-    try:
-        services = normalize_services(params['services'])
-    except ServiceError as exc:
-        module.fail_json(msg='Invalid services: %s' % exc)
-    if params['top_clients'] < 0:
-        module.fail_json(msg='top_clients must not be negative')
-
-    notes = []
-    errors = []
-    ipvs_entries = []
-    conntrack_entries = []
-    if 'ipvs' in params['tables']:
-        ipvs_entries = read_ipvs(module, params['ipvs_conn_path'], notes, errors)
-    if 'conntrack' in params['tables']:
-        path = params['conntrack_path'] or module.get_bin_path('conntrack', required=True)
-        conntrack_entries = read_conntrack(module, path, notes, errors)
-        if params['zones']:
-            zones = set(params['zones'])
-            conntrack_entries = [e for e in conntrack_entries if e['zone'] in zones]
-
-    protocols = set(s['protocol'] for s in services)
-    ipvs_entries = [e for e in ipvs_entries if e['protocol'] in protocols]
-    conntrack_entries = [e for e in conntrack_entries if e['protocol'] in protocols]
-    entries = ipvs_entries + conntrack_entries
-
-    stuck = find_stuck(entries, services, params['data_plane'])
-    summary = summarize(stuck, services, params['top_clients'])
-    for error in errors:
-        module.warn('Skipped an unparsable line: %s' % error)
-
-    module.exit_json(
-        changed=False,
-        data_plane=params['data_plane'],
-        entries=entries if params['return_entries'] else [],
-        stuck=stuck,
-        summary=summary,
-        counts=dict(ipvs=len(ipvs_entries), conntrack=len(conntrack_entries), stuck=len(stuck),
-                    parse_errors=len(errors)),
-        notes=notes,
-        parse_errors=errors,
-    )
+    result = collect(module, module.params)
+    if not module.params['return_entries']:
+        result['entries'] = []
+    module.exit_json(changed=False, **result)
 
 
 if __name__ == '__main__':

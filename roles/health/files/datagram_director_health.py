@@ -8,7 +8,8 @@ their weights to the data plane.
 
 Run by systemd as an unprivileged user with CAP_NET_ADMIN (nft, ipvsadm) and
 CAP_NET_RAW; next to it in the same directory: health.py (the engine),
-health_apply.py (plan -> engine, states -> nft/ipvsadm) and model.py.
+health_apply.py (plan -> engine, states -> nft/ipvsadm), ipvsadm.py (the
+ipvsadm save format and argv) and model.py.
 
   python3 datagram_director_health.py [--config FILE]     run
   python3 datagram_director_health.py --status [--json]   print the state file

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from ansible_collections.datagram.director.plugins.module_utils import flowtable as ft
 
 FIXTURES = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'flowtable')
+# Real tables of a QEMU guest's kernel with IPVS (molecule/ipvs), kept there.
+CAPTURES = os.path.join(os.path.dirname(__file__), '..', '..', '..', '..', 'molecule', 'ipvs', 'captures')
 
 
-def fixture(name):
-    with open(os.path.join(FIXTURES, name)) as handle:
+def fixture(name, directory=FIXTURES):
+    with open(os.path.join(directory, name)) as handle:
         return handle.read()
 
 
@@ -238,6 +240,37 @@ def test_ipvs_sync_row_without_header_is_recognised():
 def test_ipvs_empty_table():
     assert ft.parse_ipvs_conn(fixture('ip_vs_conn_empty.txt')) == []
     assert ft.parse_ipvs_conn('') == []
+
+
+# The service of the captures: keepalived started under a stream from five
+# client ports with the legacy quorum_up "ipvsadm -E ... --ops"; the tables
+# 2 s after it set ops (molecule/ipvs/files/startup.sh, mode legacy).
+ECHO_7000 = [{'name': 'echo', 'vip': '198.51.100.10', 'port': 7000,
+              'real_servers': [{'address': '203.0.113.%d' % n} for n in (21, 22, 23)]}]
+
+
+@pytest.mark.parametrize('name, origin', [('ip_vs_conn_legacy.txt', None), ('ip_vs_conn_sync_legacy.txt', 'LOCAL')])
+def test_real_ipvs_captures(name, origin):
+    entries = ft.parse_ipvs_conn(fixture(name, CAPTURES))
+    assert len(entries) == 5
+    # C6336464 A410-A414 -> C633640A 1B58: 198.51.100.100:42000-42004 -> 198.51.100.10:7000
+    assert {(e['family'], e['protocol'], e['client'], e['vip'], e['vip_port'], e['real_server_port'], e['state'],
+             e['origin']) for e in entries} == {
+        ('ipv4', 'udp', '198.51.100.100', '198.51.100.10', 7000, 7000, 'UDP', origin)}
+    assert sorted(e['client_port'] for e in entries) == [42000, 42001, 42002, 42003, 42004]
+    assert {e['expires'] for e in entries} <= {299, 300}
+    stuck = ft.find_stuck(entries, ECHO_7000, 'ipvs')
+    assert len(stuck) == 5
+    assert {(r['service'], r['reason'], r['table']) for r in stuck} == {('echo', 'ipvs_entry', 'ipvs')}
+    summary = ft.summarize(stuck, ECHO_7000)['echo']
+    assert summary['by_real_server'] == {'203.0.113.21:7000': 1, '203.0.113.22:7000': 2, '203.0.113.23:7000': 2}
+    assert summary['top_clients'][0]['pinned_to'] == ['203.0.113.21:7000', '203.0.113.22:7000', '203.0.113.23:7000']
+
+
+def test_real_ipvs_captures_show_the_same_flows():
+    plain = ft.parse_ipvs_conn(fixture('ip_vs_conn_legacy.txt', CAPTURES))
+    sync = ft.parse_ipvs_conn(fixture('ip_vs_conn_sync_legacy.txt', CAPTURES))
+    assert [flow_key(e) for e in plain] == [flow_key(e) for e in sync]
 
 
 IPVS_GARBAGE = [

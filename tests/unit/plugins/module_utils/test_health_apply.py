@@ -9,9 +9,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import subprocess
 import sys
 
 import pytest
+import yaml
 
 from ansible_collections.datagram.director.plugins.module_utils import health
 from ansible_collections.datagram.director.plugins.module_utils import health_apply as ha
@@ -211,6 +214,42 @@ def test_ipvs_edit_ipv6():
     svc = {"vip": "2001:db8:51::10", "port": 7000}
     assert ha.ipvs_edit_argv(svc, {"address": "2001:db8:113::21", "port": 7000}, 3)[3:] == [
         "[2001:db8:51::10]:7000", "-r", "[2001:db8:113::21]:7000", "-m", "-w", "3"]
+
+
+def test_parse_ipvsadm_save_skips_garbage():
+    assert ha.parse_ipvsadm_save(SAVE + "-a -u 198.51.100.10:7000 -r 203.0.113.24:7000 -m\nnot ipvsadm\n") == \
+        ha.parse_ipvsadm_save(SAVE)
+
+
+# --- the files the health role installs, imported flat as on a director -------------
+
+def installed_files():
+    role = os.path.join(REPO, "roles", "health")
+    with open(os.path.join(role, "tasks", "main.yml")) as f:
+        tasks = yaml.safe_load(f)
+    (task,) = [t for t in tasks if t["name"] == "Install the health engine, the model and the program"]
+    return [item.replace("{{ role_path }}", role) if "{{" in item else os.path.join(role, "files", item)
+            for item in task["loop"]]
+
+
+def test_installed_files_run_flat(tmp_path):
+    """The program and its module_utils, copied as the role copies them, work
+    with no collection on the path (the director's python3)."""
+    for path in installed_files():
+        shutil.copy(path, tmp_path)
+    (tmp_path / "health.json").write_text(json.dumps(config([ECHO], "ipvs")))
+    python = shutil.which("python3", path="/usr/bin") or sys.executable
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    res = subprocess.run([python, "-s", str(tmp_path / "datagram_director_health.py"), "--check-config", "--config",
+                          str(tmp_path / "health.json")], capture_output=True, text=True, env=env, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip() == "configuration OK: 3 real servers to check"
+    code = ("import sys; sys.path.insert(0, %r); import health_apply as ha; "
+            "assert ha.ipvsadm.__name__ == 'ipvsadm'; print(sorted(ha.parse_ipvsadm_save(sys.stdin.read()).items()))"
+            % str(tmp_path))
+    res = subprocess.run([python, "-s", "-c", code], input=SAVE, capture_output=True, text=True, env=env, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(sorted(ha.parse_ipvsadm_save(SAVE).items()))
 
 
 # --- outputs -----------------------------------------------------------------------
