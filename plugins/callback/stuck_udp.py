@@ -13,6 +13,8 @@ version_added: 0.1.0
 description:
   - Collects the results of M(datagram.director.udp_flow_info) tasks (called by their full or short name) and, at the
     end of the playbook, prints a C(STUCK UDP RECAP) section with one block per director.
+  - A M(datagram.director.udp_flow_flush) task counts with the audit it makes after flushing (its RV(after) result),
+    so the recap of C(flush_stuck.yml) shows what is left.
   - Each block lists, per service, the number of stuck entries and the clients with the most stuck flows together
     with the real server each client is pinned to.
   - When a director runs several M(datagram.director.udp_flow_info) tasks, the latest result of each service counts.
@@ -46,6 +48,7 @@ options:
         key: top_clients
 seealso:
   - module: datagram.director.udp_flow_info
+  - module: datagram.director.udp_flow_flush
 """
 
 EXAMPLES = r"""
@@ -80,6 +83,11 @@ MODULE_NAMES = frozenset((
     'datagram.director.udp_flow_info',
     'udp_flow_info',
 ))
+# Their result holds the audits before and after the flush; the recap shows "after".
+FLUSH_MODULE_NAMES = frozenset((
+    'datagram.director.udp_flow_flush',
+    'udp_flow_flush',
+))
 
 
 class CallbackModule(CallbackBase):
@@ -113,13 +121,24 @@ class CallbackModule(CallbackBase):
         host = getattr(result, 'host', None)
         return host if host is not None else getattr(result, '_host', None)
 
-    def _is_flow_info(self, task):
+    @staticmethod
+    def _is(task, names):
         if task is None:
             return False
-        if getattr(task, 'action', None) in MODULE_NAMES:
+        if getattr(task, 'action', None) in names:
             return True
         # Only sampled in v2_runner_on_ok (no loop) / v2_runner_item_on_ok, where it is resolved.
-        return getattr(task, 'resolved_action', None) in MODULE_NAMES
+        return getattr(task, 'resolved_action', None) in names
+
+    def _audit(self, task, data):
+        """The udp_flow_info-shaped result of a collected task, else None."""
+        if self._is(task, MODULE_NAMES):
+            return data
+        if self._is(task, FLUSH_MODULE_NAMES) and isinstance(data, dict) and isinstance(data.get('after'), dict):
+            if data.get('failed') or data.get('skipped'):
+                return None
+            return dict(data['after'], data_plane=data.get('data_plane'))
+        return None
 
     def _director(self, result):
         task = self._task(result)
@@ -149,12 +168,14 @@ class CallbackModule(CallbackBase):
         data = self._result(result)
         if isinstance(data, dict) and isinstance(data.get('results'), list):
             return  # a loop: the items arrive through v2_runner_item_on_ok
-        if self._is_flow_info(self._task(result)):
-            self._collect(result, data)
+        audit = self._audit(self._task(result), data)
+        if audit is not None:
+            self._collect(result, audit)
 
     def v2_runner_item_on_ok(self, result):
-        if self._is_flow_info(self._task(result)):
-            self._collect(result, self._result(result))
+        audit = self._audit(self._task(result), self._result(result))
+        if audit is not None:
+            self._collect(result, audit)
 
     # -- reporting --------------------------------------------------------
 

@@ -163,6 +163,26 @@ def test_loop_items_resolved_action_and_delegation():
     assert display.lines[1:] == ['director9 (data plane nftables): no stuck UDP entries', '']
 
 
+def test_flush_counts_with_its_audit_after_the_flush():
+    callback, display = make_callback()
+    flush = FakeTask('datagram.director.udp_flow_flush')
+    before = module_result()
+    after = module_result('ip_vs_conn_empty.txt', 'conntrack_empty.txt')
+    result = {'changed': True, 'data_plane': 'ipvs', 'deleted': [], 'ipvs_removals': [],
+              'before': dict((k, before[k]) for k in ('counts', 'stuck', 'summary', 'notes', 'parse_errors')),
+              'after': dict((k, after[k]) for k in ('counts', 'stuck', 'summary', 'notes', 'parse_errors'))}
+    callback.v2_runner_on_ok(FakeResult('director1', flush, result))
+    # A failed flush says nothing about what is left.
+    callback.v2_runner_on_ok(FakeResult('director2', flush, dict(result, failed=True)))
+    callback.v2_playbook_on_stats(None)
+    assert display.lines[1:] == ['director1 (data plane ipvs): no stuck UDP entries', '']
+    # ... and with stuck entries left, they are what the recap shows.
+    callback, display = make_callback()
+    callback.v2_runner_on_ok(FakeResult('director1', FakeTask('udp_flow_flush'), dict(result, after=result['before'])))
+    report = callback.build_report()
+    assert report['director1']['stuck'] == len(before['stuck']) > 0
+
+
 def test_nftables_plane_tracked_entries_are_pinned_to_no_real_server():
     callback, display = make_callback()
     services = [{'name': 'stream', 'vip': '198.51.100.13', 'port': 5000,
