@@ -1,8 +1,9 @@
 """A paced UDP stream from a handful of source ports, per-datagram bookkeeping.
 
 Runs in the client namespace of the ipvs scenario:
-  python3 loadgen.py VIP PORT BASE_PORT NPORTS RATE SECONDS
-Sends RATE*SECONDS datagrams (bounded in count and time), round robin over
+  python3 loadgen.py VIP PORT BASE_PORT NPORTS RATE SECONDS [PIDFILE]
+Sends RATE*SECONDS datagrams (bounded in count and time; SIGTERM ends the
+stream early, PIDFILE holds the PID for that), round robin over
 the source ports BASE_PORT..BASE_PORT+NPORTS-1 (unconnected sockets, so a
 reply from any source is seen and counted), and prints one JSON object:
 per real server, per source port (with the longest run of consecutive
@@ -15,7 +16,9 @@ the send time of each lost datagram, and per real server the gaps of more
 than GAP_SECONDS between its answered datagrams (the health drill).  Replies are "<name> <payload>".
 """
 import json
+import os
 import selectors
+import signal
 import socket
 import struct
 import sys
@@ -34,8 +37,13 @@ LOSS_RUN = 10
 GAP_SECONDS = 0.5
 
 
-def main(vip, port, base, nports, rate, seconds):
+def main(vip, port, base, nports, rate, seconds, pidfile=None):
     count = int(rate * seconds)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(time.monotonic()))
+    if pidfile:
+        with open(pidfile, "w", encoding="ascii") as fh:
+            fh.write("%d\n" % os.getpid())
     long_run = max(20, int(LONG_RUN_SECONDS * rate / nports))
     sel = selectors.DefaultSelector()
     socks = []
@@ -80,7 +88,7 @@ def main(vip, port, base, nports, rate, seconds):
             if now >= due or now > hard_stop:
                 break
             drain(min(due - now, 0.002))
-        if time.monotonic() > hard_stop:
+        if time.monotonic() > hard_stop or stop:
             count = seq
             break
         try:
@@ -166,9 +174,12 @@ def main(vip, port, base, nports, rate, seconds):
         "gaps_by_rs": gaps,
         "start_epoch": round(start_epoch, 3),
         "wall_s": round(time.monotonic() - start, 3),
+        "stopped_at_s": round(stop[0] - start, 3) if stop else None,
     }, sort_keys=True))
+    if pidfile:
+        os.unlink(pidfile)
 
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    main(a[0], int(a[1]), int(a[2]), int(a[3]), float(a[4]), float(a[5]))
+    main(a[0], int(a[1]), int(a[2]), int(a[3]), float(a[4]), float(a[5]), a[6] if len(a) > 6 else None)

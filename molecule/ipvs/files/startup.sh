@@ -17,7 +17,8 @@
 # counter, probe.sh), so the stream provably overlaps the start. The VIPs are
 # held statically (keepalived runs with --check: its IPVS process only).
 # /proc/net/ip_vs_conn is sampled every 20 ms until SECONDS after the stream
-# was seen (t0; all times are seconds after t0). OUTDIR gets poll.json, ip_vs_conn_stuck.txt (+ ip_vs_conn_sync_stuck.txt)
+# was seen (t0; all times are seconds after t0), legacy: until 3 s after the
+# flush (SECONDS is then a bound). OUTDIR gets poll.json, ip_vs_conn_stuck.txt (+ ip_vs_conn_sync_stuck.txt)
 # taken 2 s after `ops` is set, ip_vs_conn.txt at the end, ipvsadm*.txt,
 # keepalived.log, events; the last line of stdout is a JSON summary.
 # Everything started here is stopped here, by PID; keepalived is bounded by
@@ -63,12 +64,12 @@ ev() { echo "$1=$(since "$t0")" >> "$out/events"; }
 wait_stream 100 90
 t0=$(date +%s.%N)
 seen_at_start="$(probe_packets)"
-python3 - "$viphex" "$porthex" "$seconds" "$out/poll.json" "$t0" <<'PY' &
-import json, sys, time
-viphex, porthex, seconds, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+python3 - "$viphex" "$porthex" "$seconds" "$out/poll.json" "$t0" "$out/stop" <<'PY' &
+import json, os, sys, time
+viphex, porthex, seconds, out, stopfile = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[6]
 samples, peak, changes, last, first_seen = 0, 0, [], None, None
 start = time.monotonic() - (time.time() - float(sys.argv[5]))  # times relative to t0
-while time.monotonic() - start < seconds:
+while time.monotonic() - start < seconds and not os.path.exists(stopfile):
     with open("/proc/net/ip_vs_conn", encoding="ascii") as fh:
         n = sum(1 for line in fh.read().splitlines()[1:]
                 if line.startswith("UDP") and line.split()[3:5] == [viphex, porthex])
@@ -119,15 +120,18 @@ if [ "$mode" = legacy ]; then
   ev flush_ready
   ready_s="$(since "$t0")"
   touch "$out/flush_ready"
-  flushed=null
-  for _ in $(seq 1200); do
-    if [ "$(entries)" = 0 ]; then flushed="$(since "$t0")"; break; fi
+  flushed=null started=null
+  for _ in $(seq 1800); do
+    n="$(entries)"
+    if [ "$started" = null ] && [ "$n" -lt "$stuck_entries" ]; then started="$(since "$t0")"; fi
+    if [ "$n" = 0 ]; then flushed="$(since "$t0")"; break; fi
     sleep 0.05
   done
   ev flushed
   # the stream goes on: with `ops` in force no entry may come back
   sleep 3
-  flush="{\"udp_timeout_before\": $udp_old, \"short_timeout_s\": 2, \"entries_before\": $stuck_entries, \"entries_after_5s_short_timeout\": $after_timeout, \"expire_nodest_conn\": $expire_nodest, \"flush_ready_s\": $ready_s, \"entries_gone_at_s\": $flushed, \"entries_3s_after_flush\": $(entries)}"
+  flush="{\"udp_timeout_before\": $udp_old, \"short_timeout_s\": 2, \"entries_before\": $stuck_entries, \"entries_after_5s_short_timeout\": $after_timeout, \"expire_nodest_conn\": $expire_nodest, \"flush_ready_s\": $ready_s, \"flush_started_s\": $started, \"entries_gone_at_s\": $flushed, \"entries_3s_after_flush\": $(entries)}"
+  touch "$out/stop"   # the poll ends here, not at its time bound
 fi
 
 wait "$poller" || true
