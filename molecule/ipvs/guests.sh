@@ -84,7 +84,7 @@ printf 'd1=%s\nd2=%s\n' $((base + 1)) $((base + 2)) > "$state/ports"
 # Python, no Ansible module: under TCG each module run costs 5-15 s).
 t2=$(now)
 setup() {  # setup NAME
-  tar -C "$here/files" -cf - echo.py loadgen.py netsetup.sh probe.sh reload.sh startup.sh |
+  tar -C "$here/files" -cf - echo.py loadgen.py netsetup.sh probe.sh reload.sh startup.sh healthdrill.sh |
     ssh -F "$state/$1/ssh_config" ddguest \
       "mkdir -p /opt/ddipvs && tar -C /opt/ddipvs --no-same-owner -xf - && bash /opt/ddipvs/netsetup.sh $1" \
       > "$state/$1/setup.log" 2>&1

@@ -8,6 +8,13 @@
    for --duration seconds.
 2. What keepalived MISC_CHECK would do: spawn ``python3 -c 'probe once'`` per
    server per interval, for the shorter --spawn-duration.
+3. Detection and recovery among the same N servers (fall 2, rise 2): one
+   server's echo process is stopped (the kernel answers ICMP port
+   unreachable), another one is frozen with SIGSTOP (no answer at all: the
+   probe times out); both are brought back. Times run from the stop/start to
+   the engine's transition, which is when the director program applies the
+   new weights (one nft transaction or ipvsadm -e, milliseconds). Targets:
+   out within fall x interval + 0.5 s, back within rise x interval + 0.5 s.
 
 Prints CPU in % of one core (getrusage: self for 1, children for 2).  Needs
 root (network namespaces) and iproute2.  All traffic stays between two
@@ -22,6 +29,7 @@ import argparse
 import ctypes
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -145,6 +153,55 @@ def bench_spawn(servers, interval, duration, max_procs=64):
     return cpu_children() - c0, cpu_self() - s0, wall, started, ok, skipped
 
 
+def echo_process(specs):
+    """An echo server for specs ("ip:port") in the servers' namespace; returns once it listens."""
+    proc = subprocess.Popen(["ip", "netns", "exec", SRV, "python3", "-c", ECHO] + list(specs),
+                            stdout=subprocess.PIPE)
+    proc.stdout.readline()
+    return proc
+
+
+def bench_detection(servers, interval, victims, fall=2, rise=2, timeout=0.8, bound=30.0):
+    """victims: {"stopped": (Popen, spec), "frozen": (Popen, spec)} served by their
+    own processes. Returns {kind: (out_s, back_s)}; None where the bound passed."""
+    config = {"interval": interval, "timeout": timeout, "rise": rise, "fall": fall,
+              "servers": [{"name": "%s:%d" % t, "host": t[0], "port": t[1], "probe": {"payload": "health"}}
+                          for t in servers]}
+    seen = {}
+    engine = health.HealthEngine(config, lambda t: seen.setdefault((t.name, t.up), time.monotonic()))
+
+    def until(cond):
+        end = time.monotonic() + bound
+        while not cond() and time.monotonic() < end:
+            engine.step(max_wait=0.05)
+        return cond()
+
+    names = dict((kind, spec) for kind, (_proc, spec) in victims.items())
+    out = {}
+    try:
+        if not until(lambda: all(s.up for s in engine.states.values())):
+            raise RuntimeError("not every server came up within %.0f s" % bound)
+        proc, _spec = victims["stopped"]
+        proc.terminate()
+        proc.wait(timeout=5)
+        os.kill(victims["frozen"][0].pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        until(lambda: all((n, False) in seen for n in names.values()))
+        victims["stopped"] = (echo_process([names["stopped"]]), names["stopped"])
+        os.kill(victims["frozen"][0].pid, signal.SIGCONT)
+        started_at = time.monotonic()
+        until(lambda: all((n, True) in seen and seen[(n, True)] > started_at for n in names.values()))
+        for kind, name in names.items():
+            down = seen.get((name, False))
+            up = seen.get((name, True))
+            out[kind] = (None if down is None else down - stopped_at,
+                         None if up is None or up < started_at else up - started_at)
+        others = [n for n in engine.states if n not in names.values() and (n, False) in seen]
+        return out, others
+    finally:
+        engine.close()
+
+
 def _reap(running, ok):
     still = []
     for p in running:
@@ -162,11 +219,13 @@ def main():
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--duration", type=float, default=30.0, help="engine run, seconds")
     ap.add_argument("--spawn-duration", type=float, default=5.0, help="process-per-check run, seconds")
+    ap.add_argument("--skip-detection", action="store_true", help="skip part 3 (detection and recovery)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
     servers = targets(args.servers)
     echo = None
+    victims = {}
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     created = []
     try:
@@ -180,9 +239,10 @@ def main():
         sh("ip", "-n", CLI, "addr", "add", "198.18.0.1/24", "dev", "dgdb-c0")
         for ip in sorted(set(t[0] for t in servers)):
             sh("ip", "-n", SRV, "addr", "add", ip + "/24", "dev", "dgdb-s0")
-        echo = subprocess.Popen(["ip", "netns", "exec", SRV, "python3", "-c", ECHO]
-                                + ["%s:%d" % t for t in servers], stdout=subprocess.PIPE)
-        echo.stdout.readline()
+        specs = ["%s:%d" % t for t in servers]
+        # the first two servers have their own processes: part 3 stops and freezes them
+        echo = echo_process(specs[2:])
+        victims = {"stopped": (echo_process(specs[:1]), specs[0]), "frozen": (echo_process(specs[1:2]), specs[1])}
         setns("/run/netns/" + CLI)
 
         print("health engine: %d servers, interval %.3gs, %.0fs ..." % (len(servers), args.interval, args.duration),
@@ -214,12 +274,26 @@ def main():
                   % (args.spawn_duration, swall))
         print("engine: %.0f of %.0f scheduled checks; echo server used %.2f%% of one core"
               % (checks, expected, echo_cpu / wall * 100))
+        if not args.skip_detection:
+            fall = rise = 2
+            print()
+            print("detection and recovery among %d servers (interval %.3gs, fall %d, rise %d, timeout 0.8 s) ..."
+                  % (len(servers), args.interval, fall, rise), flush=True)
+            times, others = bench_detection(servers, args.interval, victims, fall, rise)
+            fmt = lambda v: "%.2f" % v if v is not None else "not within 30 s"  # noqa: E731
+            print("%-44s %14s %14s" % ("", "out (s)", "back (s)"))
+            print("%-44s %14s %14s" % ("target", "%.2f" % (fall * args.interval + 0.5), "%.2f" % (rise * args.interval + 0.5)))
+            print("%-44s %14s %14s" % ("stopped (ICMP port unreachable)", fmt(times["stopped"][0]), fmt(times["stopped"][1])))
+            print("%-44s %14s %14s" % ("frozen (SIGSTOP: no reply, timeouts)", fmt(times["frozen"][0]), fmt(times["frozen"][1])))
+            print("other servers marked down meanwhile: %d" % len(others))
     finally:
         setns(home)
         os.close(home)
-        if echo is not None:
-            echo.terminate()
-            echo.wait(timeout=5)
+        for proc in [echo] + [proc for proc, _spec in victims.values()]:
+            if proc is not None and proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)  # a frozen one must be able to die
+                proc.terminate()
+                proc.wait(timeout=5)
         for ns in created:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
