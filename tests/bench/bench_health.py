@@ -167,8 +167,11 @@ def bench_detection(servers, interval, victims, fall=2, rise=2, timeout=0.8, bou
     config = {"interval": interval, "timeout": timeout, "rise": rise, "fall": fall,
               "servers": [{"name": "%s:%d" % t, "host": t[0], "port": t[1], "probe": {"payload": "health"}}
                           for t in servers]}
-    seen = {}
-    engine = health.HealthEngine(config, lambda t: seen.setdefault((t.name, t.up), time.monotonic()))
+    events = []  # (name, up, monotonic time) of every transition
+    engine = health.HealthEngine(config, lambda t: events.append((t.name, t.up, time.monotonic())))
+
+    def first(name, up, after):
+        return next((at for n, u, at in events if n == name and u == up and at >= after), None)
 
     def until(cond):
         end = time.monotonic() + bound
@@ -186,17 +189,16 @@ def bench_detection(servers, interval, victims, fall=2, rise=2, timeout=0.8, bou
         proc.wait(timeout=5)
         os.kill(victims["frozen"][0].pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
-        until(lambda: all((n, False) in seen for n in names.values()))
+        until(lambda: all(first(n, False, stopped_at) is not None for n in names.values()))
         victims["stopped"] = (echo_process([names["stopped"]]), names["stopped"])
         os.kill(victims["frozen"][0].pid, signal.SIGCONT)
         started_at = time.monotonic()
-        until(lambda: all((n, True) in seen and seen[(n, True)] > started_at for n in names.values()))
+        until(lambda: all(first(n, True, started_at) is not None for n in names.values()))
         for kind, name in names.items():
-            down = seen.get((name, False))
-            up = seen.get((name, True))
-            out[kind] = (None if down is None else down - stopped_at,
-                         None if up is None or up < started_at else up - started_at)
-        others = [n for n in engine.states if n not in names.values() and (n, False) in seen]
+            down = first(name, False, stopped_at)
+            up = first(name, True, started_at)
+            out[kind] = (None if down is None else down - stopped_at, None if up is None else up - started_at)
+        others = sorted(set(n for n, up, _at in events if not up and n not in names.values()))
         return out, others
     finally:
         engine.close()
