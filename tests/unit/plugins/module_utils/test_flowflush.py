@@ -24,7 +24,7 @@ NO_OPS = SAVE.replace(' -s rr -o', ' -s rr')
 
 
 def legacy_stuck():
-    return ft.find_stuck(ft.parse_ipvs_conn(fixture('ip_vs_conn_legacy.txt', CAPTURES)), ECHO_7000, 'ipvs')
+    return ft.find_stuck(ft.parse_ipvs_conn(fixture('ip_vs_conn_legacy_qemu.txt', CAPTURES)), ECHO_7000, 'ipvs')
 
 
 def conntrack_stuck():
@@ -130,7 +130,7 @@ def test_refusals(save, expire, problems):
 
 
 def test_count_entries():
-    entries = ft.parse_ipvs_conn(fixture('ip_vs_conn_legacy.txt', CAPTURES))
+    entries = ft.parse_ipvs_conn(fixture('ip_vs_conn_legacy_qemu.txt', CAPTURES))
     steps = ff.ipvs_cycles(legacy_stuck(), ECHO_7000, ipvsadm.parse_save(SAVE), '1')
     assert [ff.count_entries(entries, s) for s in steps] == [1, 2, 2]
     assert ff.count_entries(entries, dict(steps[0], vip_port=7001)) == 0

@@ -16,7 +16,9 @@ from ansible_collections.datagram.director.plugins.module_utils import flowtable
 
 FIXTURES = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'flowtable')
 # Real tables of a QEMU guest's kernel with IPVS (molecule/ipvs), kept there.
-CAPTURES = os.path.join(os.path.dirname(__file__), '..', '..', '..', '..', 'molecule', 'ipvs', 'captures')
+# Real tables of the QEMU guests (molecule/ipvs case d), copied from a run's
+# report/captures; the tests pin their content, so they are fixtures, not live output.
+CAPTURES = FIXTURES
 
 
 def fixture(name, directory=FIXTURES):
@@ -249,7 +251,7 @@ ECHO_7000 = [{'name': 'echo', 'vip': '198.51.100.10', 'port': 7000,
               'real_servers': [{'address': '203.0.113.%d' % n} for n in (21, 22, 23)]}]
 
 
-@pytest.mark.parametrize('name, origin', [('ip_vs_conn_legacy.txt', None), ('ip_vs_conn_sync_legacy.txt', 'LOCAL')])
+@pytest.mark.parametrize('name, origin', [('ip_vs_conn_legacy_qemu.txt', None), ('ip_vs_conn_sync_legacy_qemu.txt', 'LOCAL')])
 def test_real_ipvs_captures(name, origin):
     entries = ft.parse_ipvs_conn(fixture(name, CAPTURES))
     assert len(entries) == 5
@@ -268,8 +270,8 @@ def test_real_ipvs_captures(name, origin):
 
 
 def test_real_ipvs_captures_show_the_same_flows():
-    plain = ft.parse_ipvs_conn(fixture('ip_vs_conn_legacy.txt', CAPTURES))
-    sync = ft.parse_ipvs_conn(fixture('ip_vs_conn_sync_legacy.txt', CAPTURES))
+    plain = ft.parse_ipvs_conn(fixture('ip_vs_conn_legacy_qemu.txt', CAPTURES))
+    sync = ft.parse_ipvs_conn(fixture('ip_vs_conn_sync_legacy_qemu.txt', CAPTURES))
     assert [flow_key(e) for e in plain] == [flow_key(e) for e in sync]
 
 

@@ -47,7 +47,7 @@ class FakeDirector:
     def __init__(self, tmp_path, conntrack='conntrack_extended.txt', save=SAVE, expire='1\n'):
         self.conntrack_lines = [line for line in fixture(conntrack).splitlines() if line.strip()]
         self.ipvs_path = str(tmp_path / 'ip_vs_conn')
-        with open(os.path.join(CAPTURES, 'ip_vs_conn_legacy.txt')) as handle:
+        with open(os.path.join(CAPTURES, 'ip_vs_conn_legacy_qemu.txt')) as handle:
             self.write_ipvs(handle.read().splitlines())
         self.expire_path = str(tmp_path / 'expire_nodest_conn')
         with open(self.expire_path, 'w') as handle:
