@@ -21,11 +21,25 @@ step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 # failover and health timings on these 2 cores.
 image_pid=""
 image_log="${TMPDIR:-/tmp}/datagram-director-image.$$.log"
+tmp=""
+# On any exit: our temp dir, and a background image build still running
+# (its own process group, stopped as a whole; build-image.sh removes its
+# partial build).
+cleanup() {
+  [ -z "$tmp" ] || rm -rf "$tmp"
+  if [ -n "$image_pid" ] && kill -0 "$image_pid" 2>/dev/null; then
+    kill -TERM -- "-$image_pid" 2>/dev/null || true
+    wait "$image_pid" 2>/dev/null || true
+  fi
+  rm -f "$image_log"
+}
+trap cleanup EXIT
 image_start() {
   [ -z "$image_pid" ] || return 0
   printf '\n=== guest image for the ipvs scenario: building in the background (%s)\n' "$(date +%T)"
-  (t0=$(date +%s); molecule/ipvs/guest/build-image.sh > "$image_log" 2>&1; rc=$?
-   echo "build-image.sh rc=$rc in $(( $(date +%s) - t0 )) s" >> "$image_log"; exit $rc) &
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  setsid bash -c 't0=$(date +%s); molecule/ipvs/guest/build-image.sh > "$1" 2>&1; rc=$?
+    echo "build-image.sh rc=$rc in $(( $(date +%s) - t0 )) s" >> "$1"; exit $rc' image "$image_log" &
   image_pid=$!
 }
 image_wait() {
@@ -55,7 +69,6 @@ for stage in "${stages[@]}"; do
       # Tracked files only: what CI's fresh clone has.
       step "ansible-test sanity in ansible_collections/datagram/director"
       tmp=$(mktemp -d)
-      trap 'rm -rf "$tmp"' EXIT
       dest=$tmp/ansible_collections/datagram/director
       mkdir -p "$dest"
       git ls-files -c -z | rsync -a --ignore-missing-args --from0 --files-from=- ./ "$dest/"

@@ -13,7 +13,8 @@ version_added: 0.1.0
 description:
   - Collects the results of M(datagram.director.udp_flow_info) tasks (called by their full or short name) and, at the
     end of the playbook, prints a C(STUCK UDP RECAP) section with one block per director.
-  - A M(datagram.director.udp_flow_flush) task counts with the audit it makes after flushing (its RV(after) result),
+  - A M(datagram.director.udp_flow_flush) task counts with the audit it makes after flushing
+    (its RV(datagram.director.udp_flow_flush#module:after) result),
     so the recap of C(flush_stuck.yml) shows what is left.
   - Each block lists, per service, the number of stuck entries and the clients with the most stuck flows together
     with the real server each client is pinned to.

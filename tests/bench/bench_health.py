@@ -204,6 +204,10 @@ def bench_detection(servers, interval, victims, fall=2, rise=2, timeout=0.8, bou
         engine.close()
 
 
+def fmt(seconds):
+    return "%.2f" % seconds if seconds is not None else "not within 30 s"
+
+
 def _reap(running, ok):
     still = []
     for p in running:
@@ -282,7 +286,6 @@ def main():
             print("detection and recovery among %d servers (interval %.3gs, fall %d, rise %d, timeout 0.8 s) ..."
                   % (len(servers), args.interval, fall, rise), flush=True)
             times, others = bench_detection(servers, args.interval, victims, fall, rise)
-            fmt = lambda v: "%.2f" % v if v is not None else "not within 30 s"  # noqa: E731
             print("%-44s %14s %14s" % ("", "out (s)", "back (s)"))
             print("%-44s %14s %14s" % ("target", "%.2f" % (fall * args.interval + 0.5), "%.2f" % (rise * args.interval + 0.5)))
             print("%-44s %14s %14s" % ("stopped (ICMP port unreachable)", fmt(times["stopped"][0]), fmt(times["stopped"][1])))

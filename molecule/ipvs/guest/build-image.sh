@@ -78,6 +78,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT   # so that a stopped build removes its temp dir too
 log="$tmp/build.log"
 t0=$(date +%s)
 echo "build-image.sh: building $out (mirror from host sources), log $log" >&2
