@@ -275,6 +275,25 @@ def test_real_ipvs_captures_show_the_same_flows():
     assert [flow_key(e) for e in plain] == [flow_key(e) for e in sync]
 
 
+ECHO6_7000 = [{'name': 'echo6', 'vip': '2001:db8:51::10', 'port': 7000,
+               'real_servers': [{'address': '2001:db8:113::21'}, {'address': '2001:db8:113::22'}]}]
+
+
+@pytest.mark.parametrize('name, origin', [('ip_vs_conn_ipv6_qemu.txt', None), ('ip_vs_conn_sync_ipv6_qemu.txt', 'LOCAL')])
+def test_real_ipv6_ipvs_captures(name, origin):
+    """A service without ops in the QEMU guest, three client ports
+    (molecule/ipvs/guest/capture/ipvs-conn-ipv6.sh)."""
+    entries = ft.parse_ipvs_conn(fixture(name, CAPTURES))
+    assert [(e['family'], e['client'], e['client_port'], e['vip'], e['vip_port'], e['real_server'],
+             e['real_server_port'], e['origin']) for e in entries] == [
+        ('ipv6', '2001:db8:51::100', 40000, '2001:db8:51::10', 7000, '2001:db8:113::22', 7000, origin),
+        ('ipv6', '2001:db8:51::100', 40001, '2001:db8:51::10', 7000, '2001:db8:113::21', 7000, origin),
+        ('ipv6', '2001:db8:51::100', 40002, '2001:db8:51::10', 7000, '2001:db8:113::22', 7000, origin)]
+    stuck = ft.find_stuck(entries, ECHO6_7000, 'ipvs')
+    assert ft.summarize(stuck, ECHO6_7000)['echo6']['by_real_server'] == {
+        '[2001:db8:113::21]:7000': 1, '[2001:db8:113::22]:7000': 2}
+
+
 IPVS_GARBAGE = [
     ('UDP C6336402 9C41 C633640A 0007 CB007115 0007 UDP', 'at least 9 fields'),
     ('UDP C63364 9C41 C633640A 0007 CB007115 0007 UDP 10', 'not 8 hex digits'),

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 
 import pytest
 from hypothesis import given
@@ -65,6 +66,18 @@ def test_parse_save_methods_persistence_and_ipv6():
     assert {ep: rs['weight'] for ep, rs in six['real_servers'].items()} == {
         '[2001:db8:113::21]:7000': 2, '[2001:db8:113::22]:7000': 0}
     assert six['real_servers']['[2001:db8:113::22]:7000']['address'] == '2001:db8:113::22'
+
+
+def test_parse_save_real_ipv6_capture():
+    """ipvsadm 1.31 in the QEMU guest (molecule/ipvs/guest/capture/ipvs-conn-ipv6.sh)."""
+    path = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'flowtable', 'ipvsadm_save_ipv6_qemu.txt')
+    with open(path) as handle:
+        saved = ipvsadm.parse_save(handle.read())
+    assert list(saved) == [('udp', '[2001:db8:51::10]:7000')]
+    six = saved[('udp', '[2001:db8:51::10]:7000')]
+    assert (six['address'], six['port'], six['scheduler'], six['ops']) == ('2001:db8:51::10', 7000, 'rr', False)
+    assert {ep: (rs['method'], rs['weight']) for ep, rs in six['real_servers'].items()} == {
+        '[2001:db8:113::21]:7000': ('masq', 1), '[2001:db8:113::22]:7000': ('masq', 1)}
 
 
 def test_parse_save_other_spellings():
