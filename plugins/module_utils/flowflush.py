@@ -30,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from ansible_collections.datagram.director.plugins.module_utils.flowtable import TABLE_CONNTRACK, TABLE_IPVS
+from ansible_collections.datagram.director.plugins.module_utils.flowtable import TABLE_CONNTRACK, TABLE_IPVS, address_sort_key
 from ansible_collections.datagram.director.plugins.module_utils.ipvsadm import endpoint
 
 EXPIRE_NODEST_CONN = '/proc/sys/net/ipv4/vs/expire_nodest_conn'
@@ -111,11 +111,6 @@ def deletion_status(rc, out, err):
 # IPVS
 # ---------------------------------------------------------------------------
 
-def _address_key(text):
-    addr = ipaddress.ip_address(text)
-    return (addr.version, int(addr))
-
-
 def _problem_service(name, service_endpoint, saved_service):
     if saved_service is None:
         return ('Service %s (%s) is not in IPVS (ipvsadm -S -n): no real server can be taken out of it; '
@@ -183,7 +178,7 @@ def ipvs_cycles(stuck, services, saved, expire_nodest_conn):
                         'first.' % ('unreadable' if value is None else repr(value), EXPIRE_NODEST_CONN))
 
     def sort_key(step):
-        return (order.get(step['service'], len(order)), step['service'], _address_key(step['address']), step['port'])
+        return (order.get(step['service'], len(order)), step['service'], address_sort_key(step['address']), step['port'])
 
     ordered = sorted(steps.values(), key=sort_key)
     judged = set()

@@ -103,7 +103,8 @@ def format_endpoint(address, port):
     return '%s:%s' % (addr, port)
 
 
-def _address_sort_key(text):
+def address_sort_key(text):
+    """Addresses in numeric order, IPv4 before IPv6; other text last."""
     try:
         addr = _address(text)
         return (addr.version, int(addr), '')
@@ -687,7 +688,7 @@ def summarize(stuck, services=None, top_n=5):
         item['by_real_server'] = dict(sorted(item['by_real_server'].items(), key=lambda kv: _endpoint_sort_key(kv[0])))
     for name, per_client in clients.items():
         ranked = sorted(per_client.values(),
-                        key=lambda c: (-c['flows'], -(c['max_expires'] or 0), _address_sort_key(c['client'])))
+                        key=lambda c: (-c['flows'], -(c['max_expires'] or 0), address_sort_key(c['client'])))
         summary[name]['clients'] = len(ranked)
         summary[name]['top_clients'] = [
             dict(c, pinned_to=sorted(c['pinned_to'], key=_endpoint_sort_key)) for c in ranked[:top_n]]
@@ -696,7 +697,7 @@ def summarize(stuck, services=None, top_n=5):
 
 def _endpoint_sort_key(endpoint):
     address, _sep, port = endpoint.rpartition(':')
-    return (_address_sort_key(address.strip('[]')), int(port) if port.isdigit() else 0)
+    return (address_sort_key(address.strip('[]')), int(port) if port.isdigit() else 0)
 
 
 def _empty_summary(vip, port):

@@ -44,17 +44,22 @@ t0=$(date +%s.%N)
 rs_lines() { ipvsadm -Ln | awk '$1 == "->" && $2 ~ /^203\.0\.113\./ { printf "%s w%s; ", $2, $4 }'; }
 until_at() { while awk -v a="$t0" -v b="$(date +%s.%N)" -v t="$1" 'BEGIN { exit !(b - a < t) }'; do sleep 0.05; done; }
 
-until_at 4
-python3 - "$frag" <<'PY'
+# edit_fragment REGEX REPLACEMENT WHAT: one re.sub (DOTALL) on the fragment; exactly one match
+edit_fragment() {
+  python3 - "$frag" "$1" "$2" "$3" <<'PY'
 import re, sys
-p = sys.argv[1]
-with open(p, encoding="utf-8") as fh:
-    s = fh.read()
-s, n = re.subn(r"(real_server 203\.0\.113\.21 7000 \{\s*weight )1\b", r"\g<1>2", s)
-assert n == 1, "weight of 203.0.113.21 not found"
-with open(p, "w", encoding="utf-8") as fh:
-    fh.write(s)
+path, pattern, repl, what = sys.argv[1:5]
+with open(path, encoding="utf-8") as fh:
+    text = fh.read()
+text, n = re.subn(pattern, repl, text, flags=re.S)
+assert n == 1, what + " not found"
+with open(path, "w", encoding="utf-8") as fh:
+    fh.write(text)
 PY
+}
+
+until_at 4
+edit_fragment '(real_server 203\.0\.113\.21 7000 \{\s*weight )1\b' '\g<1>2' "weight of 203.0.113.21"
 keepalived --config-test >/dev/null
 weight_s="$(since "$t0")" weight_seq="$(probe_packets)"
 systemctl reload keepalived
@@ -63,16 +68,7 @@ weight_visible_s="$(since "$t0")" weight_visible_seq="$(probe_packets)"
 after_weight="$(rs_lines)"
 
 until_at 12
-python3 - "$frag" <<'PY'
-import re, sys
-p = sys.argv[1]
-with open(p, encoding="utf-8") as fh:
-    s = fh.read()
-s, n = re.subn(r"\n\s*real_server 203\.0\.113\.23 7000 \{.*?\n    \}\n", "\n", s, flags=re.S)
-assert n == 1, "real_server 203.0.113.23 not found"
-with open(p, "w", encoding="utf-8") as fh:
-    fh.write(s)
-PY
+edit_fragment '\n\s*real_server 203\.0\.113\.23 7000 \{.*?\n    \}\n' '\n' "real_server 203.0.113.23"
 keepalived --config-test >/dev/null
 removal_s="$(since "$t0")" removal_seq="$(probe_packets)"
 systemctl reload keepalived
