@@ -21,6 +21,7 @@ step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 # failover and health timings on these 2 cores.
 image_pid=""
 image_log="${TMPDIR:-/tmp}/datagram-director-image.$$.log"
+molecule_log="${TMPDIR:-/tmp}/datagram-director-molecule.$$.log"
 tmp=""
 # On any exit: our temp dir, and a background image build still running
 # (its own process group, stopped as a whole; build-image.sh removes its
@@ -31,7 +32,7 @@ cleanup() {
     kill -TERM -- "-$image_pid" 2>/dev/null || true
     wait "$image_pid" 2>/dev/null || true
   fi
-  rm -f "$image_log"
+  rm -f "$image_log" "$molecule_log"
 }
 trap cleanup EXIT
 image_start() {
@@ -50,6 +51,21 @@ image_wait() {
   printf '\n=== guest image (%s): %s\n' "$(date +%T)" "$(tail -n1 "$image_log")"
   [ "$rc" = 0 ] || { cat "$image_log" >&2; rm -f "$image_log"; exit "$rc"; }
   rm -f "$image_log"
+}
+# A Molecule stage's output is kept in a log; when it fails, the failing
+# tasks are printed again at the very end, where a CI tail shows them.
+molecule_logged() {
+  local rc=0
+  molecule test -s "$1" 2>&1 | tee "$molecule_log" || rc=$?
+  if [ "$rc" != 0 ]; then
+    printf '\n=== molecule %s failed (rc %s): the failing tasks\n' "$1" "$rc"
+    # task header + its fatal/failed result, long lines cut
+    # (Molecule may prefix Ansible's lines with a frame and colours)
+    sed 's/\x1b\[[0-9;]*m//g' "$molecule_log" | grep -E '(TASK \[|fatal: \[|failed: \[|ERROR! )' \
+      | grep -B1 -E '(fatal: \[|failed: \[|ERROR! )' | cut -c1-4000 | tail -n 12 || true
+  fi
+  rm -f "$molecule_log"
+  return "$rc"
 }
 want_ipvs=0
 for s in "${stages[@]}"; do [ "$s" = ipvs ] && want_ipvs=1; done
@@ -88,12 +104,12 @@ PY
     molecule)
       image_wait
       step "molecule test (podman: lab topology, check, idempotence, verify, failover)"
-      molecule test -s default
+      molecule_logged default
       ;;
     ipvs)
       image_wait
       step "molecule test -s ipvs (real IPVS with ops in two QEMU guests)"
-      molecule test -s ipvs
+      molecule_logged ipvs
       ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac

@@ -91,6 +91,44 @@ def parse_drains(text):
     return doc
 
 
+def drain_change(config, drains, service_name, real_server, drain):
+    """Drain (``drain`` True) or enable one real server in the drain document.
+
+    ``real_server`` is "address", "address:port" or "[v6]:port" as an operator
+    types it. Returns ``(new_drains, indexes)``: a new document (lists sorted)
+    and the indexes of the real servers it names. Enabling removes every entry
+    that names one of them. Raises ValueError with what would be accepted."""
+    svc = next((s for s in checked_services(config) if s["name"] == service_name), None)
+    if svc is None:
+        raise ValueError("service %r is not checked by the health program (checked: %s)" % (
+            service_name, ", ".join(s["name"] for s in checked_services(config)) or "none"))
+    try:
+        addr, port = _host_port(real_server)
+    except ValueError:
+        addr, port = None, None
+    indexes = [i for i, rs in enumerate(svc["real_servers"])
+               if rs["address"].lower() == addr and port in (None, rs["port"])]
+    if not indexes:
+        raise ValueError("%r is not a real server of %s (real servers: %s)" % (
+            real_server, service_name, ", ".join(
+                ("[%s]:%d" if ":" in rs["address"] else "%s:%d") % (rs["address"], rs["port"])
+                for rs in svc["real_servers"])))
+    current = list((drains or {}).get(service_name) or [])
+    servers = [svc["real_servers"][i] for i in indexes]
+    if drain:
+        if all(drained(drains, svc, rs) for rs in servers):
+            items = current
+        else:
+            items = current + [str(real_server).strip().lower()]
+    else:
+        items = [item for item in current if not any(drained({service_name: [item]}, svc, rs) for rs in servers)]
+    new = dict(drains or {})
+    new[service_name] = sorted(set(items))
+    if not new[service_name]:
+        del new[service_name]
+    return new, indexes
+
+
 def engine_config(config, drains=None):
     """The HealthEngine configuration for ``config`` (see the module doc)."""
     servers = []
@@ -186,6 +224,18 @@ def ipvs_corrections(current, services_weights):
     return cmds
 
 
+def ipvs_missing(current, services_weights):
+    """The real servers (``service address:port``) not in IPVS (``current``)."""
+    out = []
+    for svc, _weights in services_weights:
+        vip = ipvsadm.endpoint(svc["vip"], svc["port"])
+        for rs in svc["real_servers"]:
+            rs_ep = ipvsadm.endpoint(rs["address"], rs["port"])
+            if (vip, rs_ep) not in current:
+                out.append("%s %s" % (svc["name"], rs_ep))
+    return out
+
+
 def _label(value):
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -239,6 +289,20 @@ def status_document(config, states, changed_at, applied):
                          "check": svc["health_check"]["type"], "applied": applied.get(svc["name"]),
                          "real_servers": servers})
     return {"data_plane": config.get("data_plane"), "services": services}
+
+
+def drain_applied(doc, service_name, indexes, drain):
+    """Has the running program (its state document ``doc``) taken a drain or
+    enable of the real servers ``indexes`` into the data plane? Their drain
+    flag matches and the weights last applied are the service's weights."""
+    svc = next((s for s in (doc or {}).get("services") or [] if s.get("name") == service_name), None)
+    if svc is None:
+        return False
+    servers = dict((rs["index"], rs) for rs in svc.get("real_servers") or [])
+    if any(i not in servers or servers[i]["drained"] != drain for i in indexes):
+        return False
+    weights = [servers[i]["weight"] for i in sorted(servers)]
+    return svc.get("applied") == weights
 
 
 def format_status(doc):

@@ -113,7 +113,8 @@ printf '[Match]\nName=eth0\n\n[Network]\nAddress=10.0.2.15/24\nLinkLocalAddressi
   > "$rootfs/etc/systemd/network/10-eth0.network"
 chroot "$rootfs" systemctl enable systemd-networkd.service >/dev/null 2>&1
 chroot "$rootfs" systemctl enable ssh.service >/dev/null 2>&1 || true
-chroot "$rootfs" systemctl disable keepalived.service >/dev/null 2>&1 || true
+# keepalived stays enabled, as the Debian package leaves it: with no
+# keepalived.conf its unit does not start (ConditionFileNotEmpty)
 chroot "$rootfs" systemctl mask systemd-networkd-wait-online.service apt-daily.timer \
   apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer >/dev/null 2>&1 || true
 printf 'UseDNS no\nPasswordAuthentication no\nPermitRootLogin prohibit-password\n' \
@@ -125,6 +126,12 @@ install -m 0600 "$tmp/id_ed25519.pub" "$rootfs/root/.ssh/authorized_keys"
 [ -f "$rootfs/etc/ssh/ssh_host_ed25519_key.pub" ] || chroot "$rootfs" ssh-keygen -A
 echo "[127.0.0.1]:PORT $(cut -d' ' -f1,2 "$rootfs/etc/ssh/ssh_host_ed25519_key.pub")" \
   > "$tmp/known_hosts.template"
+# Ansible runs each task's module from a fresh zip that Python compiles anew:
+# a bytecode cache for those payloads halves a module run under TCG
+# (lib/dd_ansiballz_cache.py says how; the code run stays what was sent)
+install -m 0644 "$here/lib/dd_ansiballz_cache.py" "$rootfs/usr/lib/python3/dist-packages/dd_ansiballz_cache.py"
+echo 'import dd_ansiballz_cache' > "$rootfs/usr/lib/python3/dist-packages/dd_ansiballz_cache.pth"
+install -d -m 0700 "$rootfs/var/cache/dd-ansiballz-pyc"
 # modules the run-mode test and sshd mode need without udev
 printf 'ip_vs\nip_vs_rr\n' > "$rootfs/etc/modules-load.d/dd-ipvs.conf"
 # trim: docs, man pages, locales, apt caches

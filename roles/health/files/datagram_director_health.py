@@ -14,6 +14,8 @@ ipvsadm save format and argv) and model.py.
   python3 datagram_director_health.py [--config FILE]     run
   python3 datagram_director_health.py --status [--json]   print the state file
   python3 datagram_director_health.py --check-config      validate and exit
+  python3 datagram_director_health.py --drain|--enable SERVICE REAL_SERVER [--check]
+                                   change the drain file, wait until applied
 
 On every change of a real server's state or weight it applies the service's
 weights: nftables -> the dispatch chain svc_<service> is flushed and refilled
@@ -79,6 +81,7 @@ class Director:
         self.drains = self.read_drains()
         self.changed_at = {}
         self.applied = {}        # service -> weights last applied
+        self.ipvs_missing = []   # real servers keepalived has not added yet
         self.dirty = set()
         self.hup = False
         self.stop = False
@@ -174,14 +177,24 @@ class Director:
         return rc == 0
 
     def apply_ipvs(self, todo):
+        """Edit the weights that differ; a real server keepalived has not
+        added yet is not an error (retried each second, logged once)."""
+        rc, out, err = run(["ipvsadm", "-S", "-n"])
+        if rc != 0:
+            log(3, "ipvsadm -S -n failed: %s" % err.strip())
+            return False
+        current = ha.parse_ipvsadm_save(out)
         ok = True
-        for svc, weights in todo:
-            for rs, w in zip(svc["real_servers"], weights):
-                rc, _out, err = run(ha.ipvs_edit_argv(svc, rs, w))
-                if rc != 0:
-                    ok = False
-                    log(3, "ipvsadm failed for %s %s:%d (rc %d): %s" % (svc["name"], rs["address"], rs["port"], rc, err.strip()))
-        return ok
+        for argv in ha.ipvs_corrections(current, todo):
+            rc, _out, err = run(argv)
+            if rc != 0:
+                ok = False
+                log(3, "ipvsadm failed (rc %d): %s: %s" % (rc, " ".join(argv[1:]), err.strip()))
+        missing = ha.ipvs_missing(current, todo)
+        if missing and missing != self.ipvs_missing:
+            log(4, "not in IPVS yet (keepalived adds them), weights applied when they are: %s" % ", ".join(missing))
+        self.ipvs_missing = missing
+        return ok and not missing
 
     def reconcile(self):
         wanted = [(svc, self.weights(svc)) for svc in self.services]
@@ -268,12 +281,72 @@ def load_config(path):
     return config
 
 
+def read_drain_file(path):
+    """The drain document; {} when the file does not exist yet."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return ha.parse_drains(f.read())
+
+
+def drain_command(config, target, drain, check, wait):
+    """--drain/--enable: change the drain file (atomically, only when it
+    changes), then wait until the running program has applied it. Prints one
+    JSON document; exit 0 done, 1 not applied in time, 2 bad request."""
+    service, real_server = target
+    path = config.get("drain_file")
+    result = {"service": service, "real_server": real_server, "state": "drained" if drain else "enabled",
+              "check": check, "drain_file": path}
+    try:
+        if not path:
+            raise ValueError("the configuration has no drain_file")
+        before = read_drain_file(path)
+        after, indexes = ha.drain_change(config, before, service, real_server, drain)
+    except (OSError, ValueError) as exc:
+        result["error"] = str(exc)
+        print(json.dumps(result, sort_keys=True))
+        return 2
+    result.update(changed=after != before, before=before.get(service, []), after=after.get(service, []))
+    if result["changed"] and not check:
+        if not os.path.isdir(os.path.dirname(path)):
+            os.makedirs(os.path.dirname(path), 0o755)
+        write_atomic(path, json.dumps(after, indent=2, sort_keys=True) + "\n")
+    rc, doc = 0, None
+    if not check:
+        # The program re-reads the drain file within a second of a change.
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                with open(config["state_file"]) as f:
+                    doc = json.load(f)
+            except (OSError, ValueError, KeyError):
+                doc = None
+            if ha.drain_applied(doc, service, indexes, drain) or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        result["applied"] = ha.drain_applied(doc, service, indexes, drain)
+        if not result["applied"]:
+            result["error"] = "not applied within %g s: is datagram-director-health running?" % wait
+            rc = 1
+    if doc:
+        result["status"] = next((s for s in doc.get("services", []) if s.get("name") == service), None)
+    print(json.dumps(result, sort_keys=True))
+    return rc
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="datagram-director-health", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--status", action="store_true", help="print the state of the running program")
     parser.add_argument("--json", action="store_true", help="with --status: the state JSON")
     parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--drain", nargs=2, metavar=("SERVICE", "REAL_SERVER"),
+                      help="weight 0 for a real server (kept in place and checked), persisted in the drain file")
+    what.add_argument("--enable", nargs=2, metavar=("SERVICE", "REAL_SERVER"), help="undo --drain")
+    parser.add_argument("--check", action="store_true", help="with --drain/--enable: say what would change, change nothing")
+    parser.add_argument("--wait", type=float, default=20,
+                        help="with --drain/--enable: seconds to wait for the running program to apply it (default 20)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -284,6 +357,8 @@ def main(argv=None):
     if args.check_config:
         print("configuration OK: %d real servers to check" % len(ha.engine_config(config)["servers"]))
         return 0
+    if args.drain or args.enable:
+        return drain_command(config, args.drain or args.enable, bool(args.drain), args.check, args.wait)
     if args.status:
         try:
             with open(config["state_file"]) as f:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -142,6 +143,53 @@ def test_parse_drains():
         ha.parse_drains('["echo"]')
 
 
+# --- drain and enable (datagram-director-health --drain/--enable) -----------------
+
+def test_drain_change_adds_once_and_enable_removes_every_entry_naming_it():
+    cfg = config([ECHO, NETFLOW])
+    new, idx = ha.drain_change(cfg, {}, "echo", "203.0.113.22", True)
+    assert (new, idx) == ({"echo": ["203.0.113.22"]}, [1])
+    # already drained, whichever way it is named: no change
+    assert ha.drain_change(cfg, new, "echo", "203.0.113.22:7000", True)[0] == new
+    both = {"echo": ["203.0.113.22", "203.0.113.22:7000", "203.0.113.23"], "netflow": ["203.0.113.22"]}
+    new, idx = ha.drain_change(cfg, both, "echo", " 203.0.113.22:7000 ", False)
+    assert (new, idx) == ({"echo": ["203.0.113.23"], "netflow": ["203.0.113.22"]}, [1])
+    new, _idx = ha.drain_change(cfg, new, "echo", "203.0.113.23", False)
+    assert new == {"netflow": ["203.0.113.22"]}
+    assert ha.drain_change(cfg, {}, "echo", "203.0.113.21", False)[0] == {}
+
+
+def test_drain_change_ipv6():
+    svc = {"name": "s6", "vip": "2001:db8:51::10", "port": 514, "health_check": {"type": "udp"},
+           "real_servers": [{"address": "2001:db8:113::21", "port": 514}, {"address": "2001:db8:113::22", "port": 514}]}
+    new, idx = ha.drain_change({"services": [svc]}, {}, "s6", "[2001:DB8:113::22]:514", True)
+    assert (new, idx) == ({"s6": ["[2001:db8:113::22]:514"]}, [1])
+    assert ha.drain_change({"services": [svc]}, new, "s6", "2001:db8:113::22", False)[0] == {}
+
+
+@pytest.mark.parametrize("service, rs, message", [
+    ("dns", "203.0.113.21", "service 'dns' is not checked by the health program (checked: echo)"),
+    ("echo", "203.0.113.24", "'203.0.113.24' is not a real server of echo (real servers: 203.0.113.21:7000, "
+                             "203.0.113.22:7000, 203.0.113.23:7000)"),
+    ("echo", "203.0.113.21:7001", "is not a real server of echo"),
+    ("echo", "203.0.113.21:x", "is not a real server of echo"),
+])
+def test_drain_change_refuses_what_is_not_there(service, rs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ha.drain_change(config([ECHO]), {}, service, rs, True)
+
+
+def test_drain_applied_needs_the_flag_and_the_applied_weights():
+    cfg = config([ECHO])
+    states = {"echo_0": FakeState(True, 1), "echo_1": FakeState(True, 1, drain=True), "echo_2": FakeState(True, 1)}
+    assert ha.drain_applied(ha.status_document(cfg, states, {}, {"echo": [1, 0, 1]}), "echo", [1], True)
+    # seen by the engine but not yet in the data plane
+    assert not ha.drain_applied(ha.status_document(cfg, states, {}, {"echo": [1, 1, 1]}), "echo", [1], True)
+    assert not ha.drain_applied(ha.status_document(cfg, states, {}, {"echo": [1, 0, 1]}), "echo", [1], False)
+    assert not ha.drain_applied(None, "echo", [1], True)
+    assert not ha.drain_applied({"services": []}, "echo", [1], True)
+
+
 # --- nftables --------------------------------------------------------------------
 
 def test_nft_dispatch_keeps_places_and_smooth_order():
@@ -208,6 +256,15 @@ def test_ipvs_corrections_after_a_keepalived_reload():
     cmds = ha.ipvs_corrections(ha.parse_ipvsadm_save(SAVE), [(svc, [1, 0, 1])])
     assert cmds == [["ipvsadm", "-e", "-u", "198.51.100.10:7000", "-r", "203.0.113.22:7000", "-m", "-w", "0"],
                     ["ipvsadm", "-e", "-u", "198.51.100.10:7000", "-r", "203.0.113.23:7000", "-m", "-w", "1"]]
+
+
+def test_ipvs_missing_names_what_keepalived_has_not_added():
+    svc = config([ECHO], "ipvs")["services"][0]
+    current = ha.parse_ipvsadm_save(SAVE)
+    assert ha.ipvs_missing(current, [(svc, [1, 1, 1])]) == []
+    del current[("198.51.100.10:7000", "203.0.113.22:7000")]
+    assert ha.ipvs_missing(current, [(svc, [1, 1, 1])]) == ["echo 203.0.113.22:7000"]
+    assert len(ha.ipvs_missing({}, [(svc, [1, 1, 1])])) == 3
 
 
 def test_ipvs_edit_ipv6():
@@ -282,6 +339,13 @@ def program(monkeypatch):
     return mod
 
 
+def all_up(director):
+    """Two good checks (rise 2) for each real server of echo."""
+    for name in ("echo_0", "echo_1", "echo_2"):
+        for _i in range(2):
+            director.engine.entries[name].state.record(True, "ok")
+
+
 def test_program_applies_transitions_in_one_nft_transaction(program, monkeypatch, tmp_path):
     cfg = config([ECHO])
     cfg.update(state_file=str(tmp_path / "state.json"), textfile=str(tmp_path / "m.prom"),
@@ -291,9 +355,7 @@ def test_program_applies_transitions_in_one_nft_transaction(program, monkeypatch
     monkeypatch.setattr(program, "log", lambda level, msg: None)
     d = program.Director(cfg)
     d.holding = False
-    for name in ("echo_0", "echo_1", "echo_2"):
-        for _i in range(2):
-            d.engine.entries[name].state.record(True, "ok")
+    all_up(d)
     d.engine.entries["echo_1"].state.record(False, "refused")
     t = d.engine.entries["echo_1"].state.record(False, "refused")
     d.on_change(t)
@@ -310,3 +372,72 @@ def test_program_applies_transitions_in_one_nft_transaction(program, monkeypatch
     state = json.loads((tmp_path / "state.json").read_text())
     assert [rs["weight"] for rs in state["services"][0]["real_servers"]] == [0, 0, 1]
     assert state["services"][0]["real_servers"][0]["drained"] is True
+
+
+def test_drain_command_writes_waits_and_reports(program, monkeypatch, tmp_path, capsys):
+    """--drain/--enable against the program's own state file: check mode
+    changes nothing, a change waits for the program, a repeat changes nothing,
+    a bad request is refused before the file is touched."""
+    cfg = config([ECHO])
+    drain = tmp_path / "lib" / "drain.json"
+    cfg.update(state_file=str(tmp_path / "state.json"), textfile=str(tmp_path / "m.prom"), drain_file=str(drain))
+    monkeypatch.setattr(program, "run", lambda argv, stdin=None: (0, "", ""))
+    monkeypatch.setattr(program, "log", lambda level, msg: None)
+    d = program.Director(cfg)
+    d.holding = False
+    all_up(d)
+    assert d.apply({"echo"}, force=True)
+    d.write_outputs()
+
+    def cli(*argv):
+        rc = program.drain_command(cfg, argv[1:3], argv[0] == "--drain", "--check" in argv, 0)
+        return rc, json.loads(capsys.readouterr().out)
+
+    rc, out = cli("--drain", "echo", "203.0.113.23", "--check")
+    assert (rc, out["changed"], out["after"], out.get("applied")) == (0, True, ["203.0.113.23"], None)
+    assert not drain.exists()
+    rc, out = cli("--drain", "echo", "203.0.113.23")
+    assert (rc, out["changed"], out["applied"]) == (1, True, False)
+    assert "is datagram-director-health running?" in out["error"]
+    assert json.loads(drain.read_text()) == {"echo": ["203.0.113.23"]}
+    d.apply_drains()             # what the running program does within a second
+    assert d.apply(d.dirty)
+    d.write_outputs()
+    rc, out = cli("--drain", "echo", "203.0.113.23:7000")
+    assert (rc, out["changed"], out["applied"]) == (0, False, True)
+    assert [rs["weight"] for rs in out["status"]["real_servers"]] == [1, 1, 0]
+    rc, out = cli("--enable", "echo", "203.0.113.24")
+    assert rc == 2 and "is not a real server of echo" in out["error"]
+    assert json.loads(drain.read_text()) == {"echo": ["203.0.113.23"]}
+    rc, out = cli("--enable", "echo", "203.0.113.23")
+    assert (rc, out["changed"], out["before"], out["after"]) == (1, True, ["203.0.113.23"], [])
+    assert json.loads(drain.read_text()) == {}
+
+
+def test_program_ipvs_edits_what_differs_and_waits_for_keepalived(program, monkeypatch, tmp_path):
+    """ipvs plane: one ipvsadm -S, then -e only where the weight differs; a
+    service keepalived has not created yet is retried, logged once."""
+    cfg = config([ECHO], "ipvs")
+    cfg.update(state_file=str(tmp_path / "state.json"), textfile=str(tmp_path / "m.prom"))
+    table = {"save": ""}
+    calls, logs = [], []
+
+    def run(argv, stdin=None):
+        calls.append(argv)
+        return (0, table["save"], "") if argv[:2] == ["ipvsadm", "-S"] else (0, "", "")
+    monkeypatch.setattr(program, "run", run)
+    monkeypatch.setattr(program, "log", lambda level, msg: logs.append((level, msg)))
+    d = program.Director(cfg)
+    all_up(d)
+    assert not d.apply({"echo"}, force=True)
+    assert not d.apply({"echo"}, force=True)
+    assert calls == [["ipvsadm", "-S", "-n"]] * 2
+    assert [m for _l, m in logs if "not in IPVS yet" in m] == [
+        "not in IPVS yet (keepalived adds them), weights applied when they are: "
+        "echo 203.0.113.21:7000, echo 203.0.113.22:7000, echo 203.0.113.23:7000"]
+    table["save"] = SAVE            # keepalived is up: 203.0.113.23 has weight 0 there
+    del calls[:]
+    assert d.apply({"echo"}, force=True)
+    assert calls == [["ipvsadm", "-S", "-n"],
+                     ["ipvsadm", "-e", "-u", "198.51.100.10:7000", "-r", "203.0.113.23:7000", "-m", "-w", "1"]]
+    assert d.applied["echo"] == [1, 1, 1]
