@@ -81,7 +81,7 @@ class Director:
         self.drains = self.read_drains()
         self.changed_at = {}
         self.applied = {}        # service -> weights last applied
-        self.ipvs_missing = []   # real servers keepalived has not added yet
+        self.ipvs_waiting = []   # real servers keepalived has not added yet
         self.dirty = set()
         self.hup = False
         self.stop = False
@@ -176,9 +176,10 @@ class Director:
             log(3, "nft failed (rc %d), will retry: %s" % (rc, err.strip()))
         return rc == 0
 
-    def apply_ipvs(self, todo):
+    def apply_ipvs(self, todo, repair=False):
         """Edit the weights that differ; a real server keepalived has not
-        added yet is not an error (retried each second, logged once)."""
+        added yet is not an error (retried each second, logged once).
+        ``repair``: the reconcile's call, which says why a weight differs."""
         rc, out, err = run(["ipvsadm", "-S", "-n"])
         if rc != 0:
             log(3, "ipvsadm -S -n failed: %s" % err.strip())
@@ -186,14 +187,16 @@ class Director:
         current = ha.parse_ipvsadm_save(out)
         ok = True
         for argv in ha.ipvs_corrections(current, todo):
+            if repair:
+                log(5, "weight reset by someone else (keepalived reload?), repairing: %s" % " ".join(argv[1:]))
             rc, _out, err = run(argv)
             if rc != 0:
                 ok = False
                 log(3, "ipvsadm failed (rc %d): %s: %s" % (rc, " ".join(argv[1:]), err.strip()))
         missing = ha.ipvs_missing(current, todo)
-        if missing and missing != self.ipvs_missing:
+        if missing and missing != self.ipvs_waiting:
             log(4, "not in IPVS yet (keepalived adds them), weights applied when they are: %s" % ", ".join(missing))
-        self.ipvs_missing = missing
+        self.ipvs_waiting = missing
         return ok and not missing
 
     def reconcile(self):
@@ -210,15 +213,7 @@ class Director:
                 log(5, "dispatch chains reset by someone else, re-applying: %s" % ", ".join(stale))
                 self.apply(set(stale), force=True)
         else:
-            rc, out, err = run(["ipvsadm", "-S", "-n"])
-            if rc != 0:
-                log(3, "ipvsadm -S -n failed: %s" % err.strip())
-                return
-            for argv in ha.ipvs_corrections(ha.parse_ipvsadm_save(out), wanted):
-                log(5, "weight reset by someone else (keepalived reload?), repairing: %s" % " ".join(argv[1:]))
-                rc, _out, err = run(argv)
-                if rc != 0:
-                    log(3, "ipvsadm failed: %s" % err.strip())
+            self.apply_ipvs(wanted, repair=True)
 
     def write_outputs(self):
         states = self.engine.states
@@ -321,10 +316,10 @@ def drain_command(config, target, drain, check, wait):
                     doc = json.load(f)
             except (OSError, ValueError, KeyError):
                 doc = None
-            if ha.drain_applied(doc, service, indexes, drain) or time.monotonic() >= deadline:
+            result["applied"] = ha.drain_applied(doc, service, indexes, drain)
+            if result["applied"] or time.monotonic() >= deadline:
                 break
             time.sleep(0.2)
-        result["applied"] = ha.drain_applied(doc, service, indexes, drain)
         if not result["applied"]:
             result["error"] = "not applied within %g s: is datagram-director-health running?" % wait
             rc = 1
