@@ -7,8 +7,9 @@ One source of truth for what an inventory means. The ``director_plan`` action
 plugin calls :func:`build_plan` on the controller before any host is touched;
 the unit tests call it directly; every template renders only the plan.
 
-Only the standard library is used (``ipaddress``): the same checks run on the
-controller and could run on a director.
+Only the standard library and the health engine (``health.py``, for the DNS
+probe options) are used: the health role installs this file flat on each
+director next to ``health.py``, where Ansible is not installed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ import ipaddress
 import re
 from functools import reduce
 from math import gcd
+
+try:
+    from ansible_collections.datagram.director.plugins.module_utils.health import (
+        dns_rcode_code, dns_type_code, encode_dns_name)
+except ImportError:  # installed flat on a director
+    from health import dns_rcode_code, dns_type_code, encode_dns_name  # pylint: disable=import-error
 
 DATA_PLANES = ("auto", "ipvs", "nftables")
 SCHEDULERS = ("rr", "wrr")
@@ -41,6 +48,15 @@ IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 # A per-packet round robin with weights is a sequence of this many slots at most
 # (one nftables map element per slot); weights are reduced by their gcd first.
 MAX_SEQUENCE = 1024
+# Ansible's boolean words (ansible.module_utils.parsing.convert_bool), copied
+# because this file also runs where Ansible is not installed; a unit test keeps
+# them equal. bool("false") would be True.
+BOOLEANS_TRUE = frozenset(("y", "yes", "on", "1", "true", "t", 1, 1.0, True))
+BOOLEANS_FALSE = frozenset(("n", "no", "off", "0", "false", "f", 0, 0.0, False))
+# Probe options sent as text (str() of a mapping would be sent as it is); the
+# LINE_OPTIONS end up in a request line or header: no spaces or line breaks.
+TEXT_OPTIONS = ("payload", "query_name", "nas_identifier", "sip_uri", "http_path", "http_host")
+LINE_OPTIONS = ("query_name", "sip_uri", "http_path", "http_host")
 
 DEFAULTS = {
     "data_plane": "auto",
@@ -94,19 +110,48 @@ class _Checker(object):
             return None
         return addr
 
-    def integer(self, path, value, low, high):
+    def integer(self, path, value, low, high, why=""):
+        expected = "an integer from %d to %d%s" % (low, high, why)
         if isinstance(value, bool) or not isinstance(value, int):
             try:
                 if isinstance(value, bool) or str(int(str(value))) != str(value).strip():
                     raise ValueError
                 value = int(str(value))
             except ValueError:
-                self.fail(path, value, "an integer from %d to %d" % (low, high))
+                self.fail(path, value, expected)
                 return None
         if not low <= value <= high:
-            self.fail(path, value, "an integer from %d to %d" % (low, high))
+            self.fail(path, value, expected)
             return None
         return value
+
+    def number(self, path, value, low, high, expected):
+        """A float from low to high; float() alone would take true as 1.0."""
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+            if not low <= number <= high:  # also refuses nan
+                raise ValueError
+        except (TypeError, ValueError):
+            self.fail(path, value, expected)
+            return None
+        return number
+
+    def boolean(self, path, value):
+        """Ansible's rules: "false", "no", "off", "0" are false, unknown words an error."""
+        if isinstance(value, bool):
+            return value
+        key = value.strip().lower() if isinstance(value, str) else value
+        try:
+            if key in BOOLEANS_TRUE:
+                return True
+            if key in BOOLEANS_FALSE:
+                return False
+        except TypeError:  # unhashable: a list or a mapping
+            pass
+        self.fail(path, value, "a boolean: true/false, yes/no, on/off or 1/0")
+        return None
 
     def choice(self, path, value, choices):
         if value not in choices:
@@ -145,6 +190,22 @@ def smooth_wrr(weights):
     return order
 
 
+def _health_check(c, path, hc):
+    """The normalised health check of a service: type, timings and probe options."""
+    if not isinstance(hc, dict):
+        c.fail(path, hc, "a mapping with a type")
+        hc = {"type": "none"}
+    hc = dict(hc)
+    hc["type"] = c.choice(path + ".type", hc.get("type", "udp"), HEALTH_CHECK_TYPES)
+    for key, low, high, default in (("interval", 1, 3600, 1), ("timeout", 1, 60, 1),
+                                    ("fall", 1, 100, 2), ("rise", 1, 100, 1)):
+        hc[key] = c.integer("%s.%s" % (path, key), hc.get(key, default), low, high)
+    if hc["type"] == "misc" and not str(hc.get("script", "")).startswith("/"):
+        c.fail(path + ".script", hc.get("script"), "an absolute path for a misc health check")
+    _health_check_options(c, path, hc)
+    return hc
+
+
 def _health_check_options(c, path, hc):
     """Probe parameters: known for the type, and the checks the engine would fail on at run time."""
     allowed = HEALTH_CHECK_OPTIONS.get(hc["type"])
@@ -160,6 +221,35 @@ def _health_check_options(c, path, hc):
         c.fail(path + ".timeout", hc["timeout"], "at most health_check.interval (%s)" % hc["interval"])
     if hc["type"] == "radius" and not hc.get("secret"):
         c.fail(path + ".secret", "(not set)", "the RADIUS shared secret (from a vaulted variable) for a radius health check")
+    _text_options(c, path, hc)
+    _udp_options(c, path, hc)
+    if hc["type"] == "dns":
+        _dns_options(c, path, hc)
+    if hc["type"] == "http" and hc.get("expect_status") is not None:
+        codes = _listify(hc["expect_status"])
+        if not all(str(code).isdigit() and 100 <= int(str(code)) <= 599 for code in codes):
+            c.fail(path + ".expect_status", hc["expect_status"], "HTTP status codes from 100 to 599")
+
+
+def _text_options(c, path, hc):
+    """Text the probes put on the wire."""
+    for key in TEXT_OPTIONS:
+        value = hc.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            c.fail("%s.%s" % (path, key), value, "a string")
+        elif key in LINE_OPTIONS and re.search(r"[\s\x00-\x1f\x7f]", value):
+            c.fail("%s.%s" % (path, key), value, "text without spaces or control characters")
+    if isinstance(hc.get("http_path"), str) and not hc["http_path"].startswith("/"):
+        c.fail(path + ".http_path", hc["http_path"], "a path starting with /")
+    if isinstance(hc.get("sip_uri"), str) and not re.match(r"^sips?:", hc["sip_uri"]):
+        c.fail(path + ".sip_uri", hc["sip_uri"], "a SIP URI (sip:host or sips:host)")
+    if isinstance(hc.get("nas_identifier"), str) and len(hc["nas_identifier"].encode("utf-8")) > 253:
+        c.fail(path + ".nas_identifier", hc["nas_identifier"], "at most 253 bytes (a RADIUS attribute)")
+
+
+def _udp_options(c, path, hc):
     if hc["type"] == "udp" and hc.get("payload") is not None and hc.get("payload_hex") is not None:
         c.fail(path + ".payload_hex", hc["payload_hex"], "either payload or payload_hex, not both")
     for key in ("payload_hex", "expect_hex"):
@@ -176,13 +266,53 @@ def _health_check_options(c, path, hc):
     for key in ("min_length", "max_length"):
         if hc.get(key) is not None:
             hc[key] = c.integer("%s.%s" % (path, key), hc[key], 0, 65535)
-    if hc["type"] == "dns":
-        if hc.get("query_type") is not None and not re.match(r"^([A-Za-z]+|[0-9]{1,5})$", str(hc["query_type"])):
-            c.fail(path + ".query_type", hc["query_type"], "a DNS type like A, AAAA, SOA or a number")
-    if hc["type"] == "http" and hc.get("expect_status") is not None:
-        codes = _listify(hc["expect_status"])
-        if not all(str(code).isdigit() and 100 <= int(str(code)) <= 599 for code in codes):
-            c.fail(path + ".expect_status", hc["expect_status"], "HTTP status codes from 100 to 599")
+    if None not in (hc.get("min_length"), hc.get("max_length")) and hc["min_length"] > hc["max_length"]:
+        c.fail(path + ".max_length", hc["max_length"], "at least min_length (%s)" % hc["min_length"])
+
+
+def _dns_options(c, path, hc):
+    """The engine's own parsers judge the DNS options (it would fail on them at start)."""
+    checks = [("query_type", dns_type_code, "a DNS type like A, AAAA, SOA or a number from 1 to 65535"),
+              ("expect_rcode", dns_rcode_code, "a DNS rcode like NOERROR, NXDOMAIN or a number from 0 to 15")]
+    if isinstance(hc.get("query_name"), str):  # not a string: _text_options said so
+        checks.append(("query_name", encode_dns_name, "a DNS name, like example.org"))
+    for key, parse, expected in checks:
+        if hc.get(key) is None:
+            continue
+        try:
+            if isinstance(hc[key], bool):
+                raise ValueError
+            parse(hc[key])
+        except ValueError:  # UnicodeError (idna) is one
+            c.fail("%s.%s" % (path, key), hc[key], expected)
+    if hc.get("expect_answer") is not None:
+        hc["expect_answer"] = c.boolean(path + ".expect_answer", hc["expect_answer"])
+
+
+def _option(mapping, key, default):
+    """A service option; null means the default, as for the director_* variables."""
+    value = mapping.get(key)
+    return default if value is None else value
+
+
+def _keepalived_options(c, path, svc, real_servers):
+    """quorum, alpha and inhibit_on_failure of the keepalived virtual server (ipvs data plane).
+
+    ``real_servers`` is None when some of them were invalid (their total weight is unknown).
+    """
+    opts = dict((key, c.boolean("%s.%s" % (path, key), _option(svc, key, True)))
+                for key in ("alpha", "inhibit_on_failure"))
+    # keepalived compares quorum with the summed configured weight of the real
+    # servers it sees alive (and turns 0 into 1 silently). Above the weight of
+    # all of them it can never be met: keepalived would report the service
+    # "quorum down" with every server healthy. Refused, not clamped: a mistake.
+    total = sum(rs["weight"] for rs in real_servers or [])
+    if total:
+        opts["quorum"] = c.integer(path + ".quorum", _option(svc, "quorum", 1), 1, total,
+                                   " (the total weight of its real servers: a higher quorum is never met)")
+    else:
+        opts["quorum"] = c.integer(path + ".quorum", _option(svc, "quorum", 1), 1, 2 ** 31 - 1)
+    return opts
 
 
 def _networks(vips):
@@ -219,18 +349,11 @@ def build_plan(model):
 
     data_plane = c.choice("director_data_plane", m["data_plane"], DATA_PLANES)
     version = c.integer("director_vrrp_version", m["vrrp_version"], 2, 3)
-    advert = m["vrrp_advert_int"]
-    try:
-        advert = float(advert)
-        if not 0.01 <= advert <= 255:
-            raise ValueError
-    except (TypeError, ValueError):
-        c.fail("director_vrrp_advert_int", m["vrrp_advert_int"], "seconds from 0.01 to 255")
-        advert = None
+    advert = c.number("director_vrrp_advert_int", m["vrrp_advert_int"], 0.01, 255, "seconds from 0.01 to 255")
     if advert is not None and version == 2 and advert != int(advert):
         c.fail("director_vrrp_advert_int", m["vrrp_advert_int"],
                "whole seconds with director_vrrp_version 2 (VRRPv2 rounds it up); use version 3 for sub-second adverts")
-    preempt = bool(m["vrrp_preempt"])
+    preempt = c.boolean("director_vrrp_preempt", m["vrrp_preempt"])
     preempt_delay = c.integer("director_vrrp_preempt_delay", m["vrrp_preempt_delay"], 0, 1000)
     sync_group = c.name("director_vrrp_sync_group", m["vrrp_sync_group"])
     notify = m["vrrp_notify"] or {}
@@ -310,6 +433,9 @@ def build_plan(model):
     default_rewrite = c.choice("director_reply_rewrite", m["reply_rewrite"], REPLY_REWRITES)
     zone_base = c.integer("director_reply_zone_base", m["reply_zone_base"], 1, 60000)
     default_hc = m["health_check"] or {"type": "none"}
+    if not isinstance(default_hc, dict):
+        c.fail("director_health_check", default_hc, "a mapping with a type")
+        default_hc = {"type": "none"}
     fvip_by_ip = dict((v.ip, v) for v in fvips)
     services = []
     seen_names = set()
@@ -335,28 +461,15 @@ def build_plan(model):
                 c.fail(p, "%s:%s" % (vip, port), "each VIP and port used by one service only")
             seen_endpoints.add((vip, port))
         scheduler = c.choice(p + ".scheduler", svc.get("scheduler", "rr"), SCHEDULERS)
-        ops = svc.get("ops", True)
-        if ops is not True:
-            c.fail(p + ".ops", ops, "true: per-packet scheduling is what this collection provides")
+        if c.boolean(p + ".ops", _option(svc, "ops", True)) is False:
+            c.fail(p + ".ops", svc["ops"], "true: per-packet scheduling is what this collection provides")
         if svc.get("persistence_timeout") not in (None, 0):
             c.fail(p + ".persistence_timeout", svc.get("persistence_timeout"),
                    "no persistence: one-packet scheduling never pins a client (keepalived forbids ops with persistence)")
         if svc.get("protocol", "udp") != "udp":
             c.fail(p + ".protocol", svc.get("protocol"), "udp")
         rewrite = c.choice(p + ".reply_rewrite", svc.get("reply_rewrite", default_rewrite), REPLY_REWRITES)
-        hc = svc.get("health_check", default_hc) or {"type": "none"}
-        if not isinstance(hc, dict):
-            c.fail(p + ".health_check", hc, "a mapping with a type")
-            hc = {"type": "none"}
-        hc = dict(hc)
-        hc.setdefault("type", "udp")
-        c.choice(p + ".health_check.type", hc["type"], HEALTH_CHECK_TYPES)
-        for key, low, high, default in (("interval", 1, 3600, 1), ("timeout", 1, 60, 1),
-                                        ("fall", 1, 100, 2), ("rise", 1, 100, 1)):
-            hc[key] = c.integer("%s.health_check.%s" % (p, key), hc.get(key, default), low, high)
-        if hc["type"] == "misc" and not str(hc.get("script", "")).startswith("/"):
-            c.fail(p + ".health_check.script", hc.get("script"), "an absolute path for a misc health check")
-        _health_check_options(c, p + ".health_check", hc)
+        hc = _health_check(c, p + ".health_check", svc.get("health_check", default_hc) or {"type": "none"})
         rss = svc.get("real_servers")
         if not isinstance(rss, list) or not rss:
             c.fail(p + ".real_servers", rss, "a non-empty list of real servers")
@@ -391,6 +504,7 @@ def build_plan(model):
                        % (", ".join(str(g.network) for g in bvips) or "none configured"))
             rs_addresses.add(addr)
             real_servers.append({"address": str(addr), "port": rport, "weight": weight})
+        keepalived = _keepalived_options(c, p, svc, real_servers if len(real_servers) == len(rss) else None)
         if vip is None or port is None or name is None:
             continue
         weights = [rs["weight"] if scheduler == "wrr" else (1 if rs["weight"] > 0 else 0) for rs in real_servers]
@@ -404,8 +518,8 @@ def build_plan(model):
             "name": name, "family": vip.version, "vip": str(vip), "port": port,
             "prefixlen": fvip_by_ip[vip].network.prefixlen if vip in fvip_by_ip else None,
             "scheduler": scheduler, "reply_rewrite": rewrite, "health_check": hc,
-            "quorum": svc.get("quorum", 1), "alpha": bool(svc.get("alpha", True)),
-            "inhibit_on_failure": bool(svc.get("inhibit_on_failure", True)),
+            "quorum": keepalived["quorum"], "alpha": keepalived["alpha"],
+            "inhibit_on_failure": keepalived["inhibit_on_failure"],
             "real_servers": real_servers, "sequence": sequence,
         })
 

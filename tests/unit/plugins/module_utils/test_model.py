@@ -102,6 +102,14 @@ def _dup_rs(model):
     model["services"][0]["real_servers"].append(dict(model["services"][0]["real_servers"][0]))
 
 
+def _dns(**options):
+    return _set(["services", 0, "health_check"], dict(options, type="dns"))
+
+
+def _http(**options):
+    return _set(["services", 0, "health_check"], dict(options, type="http", port=8080))
+
+
 # (mutation, the variable named, words of what is expected)
 INVALID = {
     "vip not an address": (_set(["frontend_vips", 0], "198.51.100.300/24"),
@@ -145,6 +153,32 @@ INVALID = {
                          "director_services[0].name: got 'Echo Service'", "lower-case"),
     "all weights zero": (lambda m: [rs.update(weight=0) for rs in m["services"][0]["real_servers"]],
                          "director_services[0].real_servers: got [0, 0, 0]", "weight > 0"),
+    # options that were read with bool()/float() or not at all
+    "advert interval a boolean": (_set(["vrrp_advert_int"], True), "director_vrrp_advert_int: got True", "seconds"),
+    "default health check not a mapping": (_set(["health_check"], "none"), "director_health_check: got 'none'",
+                                           "a mapping with a type"),
+    "health check type a list": (_set(["services", 0, "health_check"], {"type": ["udp"]}),
+                                 "director_services[0].health_check.type: got ['udp']", "one of none, udp"),
+    "dns type the engine lacks": (_dns(query_type="CAA"), "director_services[0].health_check.query_type: got 'CAA'",
+                                  "a DNS type"),
+    "dns rcode unknown": (_dns(expect_rcode="BOGUS"), "director_services[0].health_check.expect_rcode: got 'BOGUS'",
+                          "a DNS rcode"),
+    "dns name with an empty label": (_dns(query_name="a..b"), "director_services[0].health_check.query_name: got 'a..b'",
+                                     "a DNS name"),
+    "http path without slash": (_http(http_path="health"), "director_services[0].health_check.http_path: got 'health'",
+                                "starting with /"),
+    "http path with a space": (_http(http_path="/a b"), "director_services[0].health_check.http_path: got '/a b'",
+                               "without spaces"),
+    "http host a mapping": (_http(http_host={"a": 1}), "director_services[0].health_check.http_host: got {'a': 1}",
+                            "a string"),
+    "sip uri without scheme": (_set(["services", 0, "health_check"], {"type": "sip", "sip_uri": "example.org"}),
+                               "director_services[0].health_check.sip_uri: got 'example.org'", "a SIP URI"),
+    "nas identifier too long": (_set(["services", 0, "health_check"], dict(type="radius", secret="s", nas_identifier="n" * 254)),
+                                "director_services[0].health_check.nas_identifier", "at most 253 bytes"),
+    "udp payload a mapping": (_set(["services", 0, "health_check", "payload"], {"ping": 1}),
+                              "director_services[0].health_check.payload: got {'ping': 1}", "a string"),
+    "udp min length above max": (lambda m: m["services"][0]["health_check"].update(min_length=10, max_length=4),
+                                 "director_services[0].health_check.max_length: got 4", "at least min_length (10)"),
 }
 
 
@@ -166,3 +200,131 @@ def test_every_problem_is_listed(lab):
     with pytest.raises(ModelError) as exc:
         build_plan(lab)
     assert len(exc.value.errors) == 3
+
+
+# --- booleans follow Ansible's rules, not bool() ---------------------------
+
+def _service_option(key):
+    return (lambda m, v: m["services"][0].__setitem__(key, v), lambda plan: plan["services"][0][key],
+            "director_services[0].%s" % key)
+
+
+def _expect_answer():
+    def mutate(model, value):
+        model["services"][0]["health_check"] = {"type": "dns", "expect_answer": value}
+    return mutate, lambda plan: plan["services"][0]["health_check"]["expect_answer"], \
+        "director_services[0].health_check.expect_answer"
+
+
+# option: (set it in the model, read it from the plan, the name in errors)
+BOOLEANS = {
+    "director_vrrp_preempt": (lambda m, v: m.__setitem__("vrrp_preempt", v), lambda plan: plan["vrrp"]["preempt"],
+                              "director_vrrp_preempt"),
+    "alpha": _service_option("alpha"),
+    "inhibit_on_failure": _service_option("inhibit_on_failure"),
+    "expect_answer": _expect_answer(),
+}
+
+
+@pytest.mark.parametrize("value, expected", [("false", False), ("no", False), ("0", False), ("off", False),
+                                             (" False ", False), (0, False), ("yes", True), ("true", True),
+                                             ("on", True), ("1", True), (True, True)])
+@pytest.mark.parametrize("option", sorted(BOOLEANS))
+def test_boolean_words(lab, option, value, expected):
+    mutate, read, _name = BOOLEANS[option]
+    mutate(lab, value)
+    assert read(build_plan(lab)) is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", "", 2, [True]])
+@pytest.mark.parametrize("option", sorted(BOOLEANS))
+def test_boolean_rejects_other_values(lab, option, value):
+    mutate, _read, name = BOOLEANS[option]
+    mutate(lab, value)
+    with pytest.raises(ModelError) as exc:
+        build_plan(lab)
+    assert "%s: got %r, expected a boolean" % (name, value) in str(exc.value)
+
+
+def test_boolean_words_are_ansibles():
+    """The model keeps a copy (it runs on directors without Ansible): it must not drift."""
+    from ansible.module_utils.parsing import convert_bool
+    from ansible_collections.datagram.director.plugins.module_utils import model
+
+    assert model.BOOLEANS_TRUE == convert_bool.BOOLEANS_TRUE
+    assert model.BOOLEANS_FALSE == convert_bool.BOOLEANS_FALSE
+
+
+def test_nopreempt_as_a_string_allows_equal_priorities(lab):
+    """bool("false") was True: equal priorities were refused and keepalived got no nopreempt."""
+    lab["vrrp_preempt"] = "false"
+    lab["directors"]["dd-director2"]["vrrp_priority"] = 150
+    assert build_plan(lab)["vrrp"]["preempt"] is False
+
+
+@pytest.mark.parametrize("value", ["yes", "true", 1, None])
+def test_ops_true_in_any_form(lab, value):
+    lab["services"][0]["ops"] = value
+    assert build_plan(lab)["services"]
+
+
+@pytest.mark.parametrize("value", ["false", "no", "0"])
+def test_ops_false_in_any_form_is_refused(lab, value):
+    lab["services"][0]["ops"] = value
+    with pytest.raises(ModelError) as exc:
+        build_plan(lab)
+    assert "director_services[0].ops: got %r, expected true: per-packet" % value in str(exc.value)
+
+
+# --- quorum: 1 up to the total weight of the real servers ---------------------
+
+def _wrr_2_1_1(model):
+    svc = model["services"][0]
+    svc["scheduler"] = "wrr"
+    svc["real_servers"][0]["weight"] = 2
+
+
+@pytest.mark.parametrize("quorum, expected", [(None, 1), (1, 1), ("3", 3), (4, 4)])
+def test_quorum_valid(lab, quorum, expected):
+    _wrr_2_1_1(lab)
+    lab["services"][0]["quorum"] = quorum
+    assert build_plan(lab)["services"][0]["quorum"] == expected
+
+
+@pytest.mark.parametrize("quorum", [0, -1, 5, "two", True, 1.5])
+def test_quorum_invalid(lab, quorum):
+    _wrr_2_1_1(lab)  # total weight 4
+    lab["services"][0]["quorum"] = quorum
+    with pytest.raises(ModelError) as exc:
+        build_plan(lab)
+    assert "director_services[0].quorum: got %r, expected an integer from 1 to 4 (the total weight" % (quorum,) \
+        in str(exc.value)
+
+
+def test_quorum_counts_configured_weights_under_rr(lab):
+    """keepalived sums the weights it is given; rr renders them too (3 servers of weight 1)."""
+    lab["services"][0]["quorum"] = 4
+    with pytest.raises(ModelError) as exc:
+        build_plan(lab)
+    assert "director_services[0].quorum: got 4, expected an integer from 1 to 3" in str(exc.value)
+
+
+def test_quorum_type_checked_when_the_total_is_unknown(lab):
+    lab["services"][0]["real_servers"][0]["address"] = "not an address"
+    lab["services"][0]["quorum"] = "two"
+    with pytest.raises(ModelError) as exc:
+        build_plan(lab)
+    assert "director_services[0].quorum: got 'two', expected an integer from 1 to 2147483647" in str(exc.value)
+
+
+@pytest.mark.parametrize("value, expected", [("0.5", 0.5), (2, 2.0)])
+def test_advert_int_as_text_or_integer(lab, value, expected):
+    lab["vrrp_advert_int"] = value
+    assert build_plan(lab)["vrrp"]["advert_int"] == expected
+
+
+def test_dns_options_the_engine_takes(lab):
+    lab["services"][0]["health_check"] = {"type": "dns", "query_name": "example.org", "query_type": "aaaa",
+                                          "expect_rcode": 3, "expect_answer": "no"}
+    hc = build_plan(lab)["services"][0]["health_check"]
+    assert (hc["query_type"], hc["expect_rcode"], hc["expect_answer"]) == ("aaaa", 3, False)
