@@ -6,34 +6,30 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export CONTAINERS_CONF := $(CURDIR)/roles/lab/files/containers.conf
 export CONTAINERS_STORAGE_CONF := $(CURDIR)/roles/lab/files/storage.conf
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
+# Ansible's own state (temp files, collections it installs) stays in the checkout.
+export ANSIBLE_HOME := $(CURDIR)/.ansible
 PLAYBOOK := ansible-playbook
 
-.PHONY: bootstrap lab verify failover lab-destroy test unit lint sanity molecule ipvs
+.PHONY: bootstrap bootstrap-lab lab verify failover lab-destroy test unit bench pristine lint sanity molecule ipvs
+bootstrap-lab:
+	@tools/bootstrap.sh lab
 bootstrap:
-	@tools/bootstrap.sh
+	@tools/bootstrap.sh test
 
-lab: bootstrap
+lab: bootstrap-lab
 	$(PLAYBOOK) datagram.director.lab
 
-verify: bootstrap
+verify: bootstrap-lab
 	$(PLAYBOOK) datagram.director.verify
 
-failover: bootstrap
+failover: bootstrap-lab
 	$(PLAYBOOK) datagram.director.failover
 
-lab-destroy: bootstrap
+lab-destroy: bootstrap-lab
 	$(PLAYBOOK) datagram.director.lab_destroy
 
 test: bootstrap
 	tools/test.sh
 
-unit: bootstrap
-	tools/test.sh unit
-lint: bootstrap
-	tools/test.sh lint
-sanity: bootstrap
-	tools/test.sh sanity
-molecule: bootstrap
-	tools/test.sh molecule
-ipvs: bootstrap
-	tools/test.sh ipvs
+unit bench pristine lint sanity molecule ipvs: bootstrap
+	tools/test.sh $@

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -37,3 +38,39 @@ def _collections_root():
 COLLECTIONS_ROOT = _collections_root()
 if COLLECTIONS_ROOT not in sys.path:
     sys.path.insert(0, COLLECTIONS_ROOT)
+
+
+# --- skip policy ---------------------------------------------------------
+# A skip is never the way to a green run: with DD_STRICT_SKIPS set (make
+# test), a skip whose reason matches no line of tests/skips-allowed.txt fails
+# the run. pytest -rs prints every reason.
+_SKIPS = []
+
+
+def _allowed_skip_patterns():
+    path = os.path.join(_REPO, "tests", "skips-allowed.txt")
+    with open(path, encoding="utf-8") as f:
+        lines = [line.split("#", 1)[0].strip() for line in f]
+    return [re.compile(line) for line in lines if line]
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and isinstance(report.longrepr, tuple):
+        _SKIPS.append((report.nodeid, str(report.longrepr[2])))
+
+
+def _unexplained_skips():
+    allowed = _allowed_skip_patterns()
+    return [(node, why) for node, why in _SKIPS if not any(p.search(why) for p in allowed)]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if os.environ.get("DD_STRICT_SKIPS") and _unexplained_skips():
+        terminalreporter.section("skips not in tests/skips-allowed.txt (the run fails)")
+        for node, why in _unexplained_skips():
+            terminalreporter.write_line("%s: %s" % (node, why))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("DD_STRICT_SKIPS") and _unexplained_skips() and exitstatus in (0, 5):
+        session.exitstatus = 1

@@ -1,42 +1,105 @@
 #!/usr/bin/env bash
-# Install everything the lab and the tests need, idempotently: Debian packages,
-# a Python >= 3.12 venv (.venv), the containers.podman collection (from the
-# `ansible` wheel: no Galaxy here) and this checkout as datagram.director.
+# Install what the lab (and, with `test`, the tests) need, idempotently:
+# Debian packages, a venv (.venv) on the distribution's own python3, the
+# containers.podman collection (from the `ansible` wheel: no Galaxy here) and
+# this checkout linked as datagram.director.
+#   tools/bootstrap.sh lab          what `make lab` needs
+#   tools/bootstrap.sh test         that plus the test tools and real peers
+#   tools/bootstrap.sh --list SET   print the Debian packages of SET (lab|test)
 # Safe to re-run: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
 
-APT_PACKAGES=(podman runc keepalived nftables iptables conntrack debootstrap ethtool
-              iproute2 dnsutils socat make rsync git shellcheck
-              dnsmasq-base freeradius chrony sip-tester
-              qemu-system-x86 openssh-client e2fsprogs)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "bootstrap: apt-get install ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# Every package is named: --no-install-recommends would otherwise let apt pick
+# a provider (podman's container-network-stack is satisfied by
+# containernetworking-plugins, not netavark, which containers.conf names).
+LAB_PACKAGES=(
+  podman netavark runc            # roles/lab/files/containers.conf: network_backend, runtime
+  debootstrap                     # the lab image (roles/lab/files/build-image.sh)
+  nftables iptables conntrack iproute2 ethtool
+  python3 python3-venv            # the controller venv
+  make git rsync ca-certificates
+)
+TEST_PACKAGES=(
+  qemu-system-x86 e2fsprogs openssh-client zstd   # molecule/ipvs guests
+  keepalived                      # `keepalived -t` on rendered configs
+  dnsmasq-base freeradius sip-tester dnsutils socat shellcheck  # real peers and tools
+)
+# chrony (NTP peer of the health tests) is unpacked into .cache/peers, not
+# installed: installing it would remove the host's systemd-timesyncd.
+PRIVATE_PACKAGES=(chrony)
 
-# ansible-core 2.21 needs Python >= 3.12 on the controller; Debian 12 ships
-# 3.11, so take a 3.12/3.13 from PATH or pyenv.
-pick_python() {
-  local c
-  for c in python3.12 python3.13 "$HOME"/.pyenv/versions/3.12*/bin/python3 "$HOME"/.pyenv/versions/3.13*/bin/python3; do
-    if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys, venv; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
-      command -v "$c"; return 0
-    fi
+set_name=${1:-test}
+[ "$set_name" = --list ] && { list_only=1; set_name=${2:-test}; } || list_only=0
+case $set_name in
+  lab) packages=("${LAB_PACKAGES[@]}") ;;
+  test) packages=("${LAB_PACKAGES[@]}" "${TEST_PACKAGES[@]}") ;;
+  *) echo "usage: $0 [lab|test] | --list lab|test" >&2; exit 2 ;;
+esac
+if [ "$list_only" = 1 ]; then printf '%s\n' "${packages[@]}"; exit 0; fi
+
+# Wait for another apt run (unattended-upgrades, a second make) instead of failing.
+apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -qq "$@"; }
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+apt_updated=0
+apt_update_once() { [ "$apt_updated" = 1 ] || { apt_get update; apt_updated=1; }; }
+
+install_packages() {
+  local missing=() p
+  for p in "$@"; do installed "$p" || missing+=("$p"); done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  echo "bootstrap: apt-get install ${missing[*]}"
+  apt_update_once
+  # Test peers are tools, not services of this host: policy-rc.d keeps their
+  # maintainer scripts from starting them, and their units stay disabled.
+  local policy=/usr/sbin/policy-rc.d own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; own_policy=1
+  fi
+  apt_get install --no-install-recommends "${missing[@]}" >/dev/null || { [ "$own_policy" = 0 ] || rm -f "$policy"; return 1; }
+  [ "$own_policy" = 0 ] || rm -f "$policy"
+  for p in "${missing[@]}"; do
+    case " ${TEST_PACKAGES[*]} " in *" $p "*) disable_units "$p" ;; esac
   done
-  return 1
 }
+# Disable (never stop: policy-rc.d kept them from starting) the units a test
+# package brought.
+disable_units() {
+  local unit
+  for unit in $(dpkg -L "$1" 2>/dev/null | grep -E '^/lib/systemd/system/[^/@]+\.service$' | xargs -r -n1 basename); do
+    systemctl disable --quiet "$unit" 2>/dev/null || true
+    echo "bootstrap: $unit installed for the tests, left disabled"
+  done
+}
+unpack_private() {
+  local p dest=$top/.cache/peers
+  for p in "$@"; do
+    [ -f "$dest/.$p" ] && continue
+    apt_update_once
+    local tmp; tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get -o APT::Sandbox::User=root download -qq "$p")
+    mkdir -p "$dest"
+    dpkg-deb -x "$tmp"/"$p"_*.deb "$dest"
+    rm -rf "$tmp"
+    touch "$dest/.$p"
+    echo "bootstrap: $p unpacked into .cache/peers (not installed)"
+  done
+}
+
+install_packages "${packages[@]}"
+[ "$set_name" = lab ] || unpack_private "${PRIVATE_PACKAGES[@]}"
+
+# The controller runs on the distribution's python3 (3.11 on Debian 12, 3.13
+# on Debian 13): ansible-core 2.19 supports both (requirements.txt).
+py=/usr/bin/python3
+"$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "bootstrap: $py is older than 3.11; ansible-core 2.19 needs >= 3.11" >&2; exit 1; }
 stamp=.venv/.requirements.sha256
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$( { sha256sum requirements.txt; "$py" --version; } | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  py=$(pick_python) || { echo "bootstrap: need Python >= 3.12 (python3.12 on PATH or pyenv)" >&2; exit 1; }
-  echo "bootstrap: venv with $py"
+  echo "bootstrap: venv with $("$py" --version)"
+  rm -rf .venv
   "$py" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -r requirements.txt
@@ -44,13 +107,13 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
 fi
 
 # containers.podman (the podman connection and the Molecule driver) ships in
-# the `ansible` community package wheel.
+# the `ansible` community package wheel; 12.x is the release for ansible-core 2.19.
 coll=.collections/ansible_collections
 if [ ! -f "$coll/containers/podman/MANIFEST.json" ]; then
   echo "bootstrap: containers.podman from the ansible wheel"
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  .venv/bin/pip download -q --no-deps -d "$tmp" 'ansible==14.5.0'
+  .venv/bin/pip download -q --no-deps -d "$tmp" 'ansible==12.3.0'
   mkdir -p .collections
   .venv/bin/python - "$tmp"/ansible-*.whl .collections <<'PY'
 import sys, zipfile
@@ -64,4 +127,4 @@ fi
 # This checkout is the collection datagram.director.
 mkdir -p "$coll/datagram"
 ln -sfn "$top" "$coll/datagram/director"
-echo "bootstrap: ready (.venv, $coll)"
+echo "bootstrap: ready ($set_name: .venv, $coll)"

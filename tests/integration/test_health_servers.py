@@ -342,7 +342,7 @@ def ntp_server(lab):
     conf = os.path.join(lab.tmp, "chrony.conf")
     with open(conf, "w") as f:
         f.write(CHRONY_CONF.format(d=lab.tmp, ip=NTP_IP))
-    lab.start("chronyd", [binary, "-d", "-x", "-f", conf])
+    lab.start("chronyd", [binary, "-d", "-x", "-u", "root", "-f", conf])
     lab.wait_ok("chronyd", {"type": "ntp", "host": NTP_IP})
     return NTP_IP
 
