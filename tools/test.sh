@@ -67,9 +67,11 @@ molecule_logged() {
     # each failing task's header and its whole result (Molecule may prefix
     # Ansible's lines with a frame and colours); the last three failures
     sed 's/\x1b\[[0-9;]*m//g' "$molecule_log" | awk '
-      /TASK \[/ { task = $0; next }
-      /(fatal|failed): \[|ERROR! / { n++; out[n] = task "\n" $0; grab = 1; next }
-      grab && /^(ok|changed|skipping|included|PLAY|TASK|RUNNING)/ { grab = 0 }
+      /TASK \[/ { task = $0; grab = 0; next }
+      /\.\.\.ignoring/ { if (grab) n--; grab = 0; next }
+      /(fatal|failed): \[/ { n++; out[n] = task "\n" $0; grab = 1; next }
+      /ERROR! / { n++; out[n] = $0; grab = 1; next }
+      grab && /((ok|changed|skipping|included): \[|PLAY |RUNNING HANDLER)/ { grab = 0 }
       grab { out[n] = out[n] "\n" $0 }
       END { for (i = (n > 3 ? n - 2 : 1); i <= n; i++) print out[i] "\n" }' || true
   fi

@@ -58,7 +58,7 @@ for i in range(n):
     drain()
 idle = time.time()
 while time.time() - idle < 1.5:
-    r, _, _ = select.select([cap, s], [], [], 0.2)
+    r = select.select([cap, s], [], [], 0.2)[0]
     if r:
         drain()
         idle = time.time()
