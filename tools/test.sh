@@ -78,6 +78,20 @@ molecule_logged() {
   rm -f "$molecule_log"
   return "$rc"
 }
+# The Molecule scenarios provision through the built collection, installed
+# from its tarball the way a user installs it: the only datagram.director on
+# the collections path is the artifact (plus containers.podman for the driver).
+use_installed_collection() {
+  [ -z "${ANSIBLE_COLLECTIONS_PATH:-}" ] || return 0
+  local dest=$top/.cache/installed
+  rm -rf "$dest"
+  mkdir -p "$dest/ansible_collections"
+  ansible-galaxy collection build --force --output-path "$dest" . >/dev/null
+  ansible-galaxy collection install --force --no-deps -p "$dest" "$dest"/datagram-director-*.tar.gz >/dev/null
+  ln -s "$top/.collections/ansible_collections/containers" "$dest/ansible_collections/containers"
+  export ANSIBLE_COLLECTIONS_PATH=$dest
+  echo "datagram.director for Molecule: $(ls "$dest"/datagram-director-*.tar.gz) installed in $dest"
+}
 want_ipvs=0
 for s in "${stages[@]}"; do [ "$s" = ipvs ] && want_ipvs=1; done
 
@@ -126,11 +140,13 @@ PY
     molecule)
       image_wait
       step "molecule test (podman: lab topology, check, idempotence, verify, failover)"
+      use_installed_collection
       molecule_logged default
       ;;
     ipvs)
       image_wait
       step "molecule test -s ipvs (real IPVS with ops in two QEMU guests)"
+      use_installed_collection
       molecule_logged ipvs
       ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
