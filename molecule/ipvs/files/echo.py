@@ -2,10 +2,13 @@
 
 Usage: python3 echo.py NAME PORT.  Reply = b"<NAME> " + request, the format of
 roles/lab_realserver/files/datagram-echo (its name comes from the argument
-because namespaces share the guest's host name).
+because namespaces share the guest's host name). Once its port is bound it
+prints "listening EPOCH" (the health drill times the recovery from there: a
+Python start takes seconds under TCG).
 """
 import socket
 import sys
+import time
 
 
 def main(name, port):
@@ -13,6 +16,7 @@ def main(name, port):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.bind(("0.0.0.0", port))
+    print("listening %.6f" % time.time(), flush=True)
     while True:
         try:
             data, peer = sock.recvfrom(65535)

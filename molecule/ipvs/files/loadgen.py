@@ -2,8 +2,11 @@
 
 Runs in the client namespace of the ipvs scenario:
   python3 loadgen.py VIP PORT BASE_PORT NPORTS RATE SECONDS [PIDFILE]
-Sends RATE*SECONDS datagrams (bounded in count and time; SIGTERM ends the
-stream early, PIDFILE holds the PID for that), round robin over
+Sends at most RATE*SECONDS datagrams, paced at RATE/s. The stream's length
+is meant to follow the test's events, not the clock: a datagram "STOP_PAYLOAD"
+to any of its source ports (probe.sh's probe_stop_stream, sent by the script
+on the director once it has what it waits for) or SIGTERM (PIDFILE holds the
+PID) ends it early; RATE*SECONDS and SECONDS+10 s only bound it. Round robin over
 the source ports BASE_PORT..BASE_PORT+NPORTS-1 (unconnected sockets, so a
 reply from any source is seen and counted), and prints one JSON object:
 per real server, per source port (with the longest run of consecutive
@@ -13,7 +16,14 @@ datagram (for removals), runs of replies from one real server on one port
 that last >= LONG_RUN_SECONDS (pinned by a connection entry), runs of >= LOSS_RUN lost
 datagrams on one port, and per second the datagrams without reply ("lost"),
 the send time of each lost datagram, and per real server the gaps of more
-than GAP_SECONDS between its answered datagrams (the health drill).  Replies are "<name> <payload>".
+than GAP_SECONDS between its answered datagrams (the health drill), and
+"trace": one character per datagram sent, by sequence number (the
+director's nft counter counts the same datagrams in the same order, so a
+test slices the trace at the counter values of its events): the real
+server's character of "trace_keys", or "." for no reply.
+Replies are "<name> <payload>". After the last datagram, replies are
+collected until QUIET_SECONDS pass without one (a stalled guest answers late,
+not never), at most DRAIN_SECONDS.
 """
 import json
 import os
@@ -35,12 +45,21 @@ LONG_RUN_SECONDS = 5
 LOSS_RUN = 10
 # A real server that answers nothing for this long is reported in gaps_by_rs.
 GAP_SECONDS = 0.5
+# The payload that ends the stream (see probe.sh: probe_stop_stream).
+STOP_PAYLOAD = b"ddipvs-stop"
+QUIET_SECONDS = 1.0
+DRAIN_SECONDS = 10.0
 
 
 def main(vip, port, base, nports, rate, seconds, pidfile=None):
     count = int(rate * seconds)
     stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(time.monotonic()))
+    stopped_by = []
+    def on_stop(by):
+        if not stop:
+            stop.append(time.monotonic())
+            stopped_by.append(by)
+    signal.signal(signal.SIGTERM, lambda *_: on_stop("SIGTERM"))
     if pidfile:
         with open(pidfile, "w", encoding="ascii") as fh:
             fh.write("%d\n" % os.getpid())
@@ -73,6 +92,9 @@ def main(vip, port, base, nports, rate, seconds, pidfile=None):
                 except OSError:
                     errors += 1
                     continue
+                if data == STOP_PAYLOAD:  # the director's "done", not a reply
+                    on_stop("datagram from %s" % peer[0])
+                    continue
                 src = "%s:%d" % peer[:2]
                 sources[src] = sources.get(src, 0) + 1
                 name, _sep, rest = data.partition(b" ")
@@ -97,9 +119,13 @@ def main(vip, port, base, nports, rate, seconds, pidfile=None):
             errors += 1
         sent_at[seq] = time.monotonic() - start
         drain(0)
-    quiet = time.monotonic()
-    while len(got) < count and time.monotonic() - quiet < 1.0:
+    ended = last_reply = time.monotonic()
+    while len(got) < count and time.monotonic() - last_reply < QUIET_SECONDS \
+            and time.monotonic() - ended < DRAIN_SECONDS:
+        before = len(got)
         drain(0.05)
+        if len(got) > before:
+            last_reply = time.monotonic()
 
     per_rs = {}
     per_port = {}
@@ -113,6 +139,8 @@ def main(vip, port, base, nports, rate, seconds, pidfile=None):
     lost_at = []
     prev_answer = {}
     gaps = {}
+    keys = dict((n, chr(65 + i)) for i, n in enumerate(sorted(set(got.values()))))
+    trace = "".join(keys[got[seq]] if seq in got else "." for seq in range(count))
     for seq in range(count):
         name = got.get(seq)
         p = str(base + seq % nports)
@@ -175,6 +203,9 @@ def main(vip, port, base, nports, rate, seconds, pidfile=None):
         "start_epoch": round(start_epoch, 3),
         "wall_s": round(time.monotonic() - start, 3),
         "stopped_at_s": round(stop[0] - start, 3) if stop else None,
+        "stopped_by": stopped_by[0] if stopped_by else None,
+        "trace": trace,
+        "trace_keys": keys,
     }, sort_keys=True))
     if pidfile:
         os.unlink(pidfile)

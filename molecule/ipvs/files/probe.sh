@@ -2,7 +2,12 @@
 # Sourced by startup.sh and reload.sh (guest side, director1): an nftables
 # counter of the datagrams that reach this director for VIP:port, in a table
 # of its own (prerouting, priority -450: before notrack, conntrack and IPVS),
-# so a test can start its action only once the client's stream is arriving.
+# so a test can start its action only once the client's stream is arriving,
+# and time its events by the stream itself: the counter is the sequence
+# number of the next datagram of loadgen.py's stream (reset before it starts;
+# the front link is a QEMU stream netdev, which loses nothing), independent of
+# how fast either guest runs under TCG. The table also keeps the stream's
+# sources, so probe_stop_stream can tell the client when the test is done.
 probe_table=ddipvs_probe
 
 probe_reset() {  # probe_reset VIP PORT
@@ -11,9 +16,12 @@ probe_reset() {  # probe_reset VIP PORT
 table inet $probe_table {
   counter stream {
   }
+  set sources {
+    type ipv4_addr . inet_service; flags dynamic; size 64;
+  }
   chain pre {
     type filter hook prerouting priority -450; policy accept;
-    ip daddr $1 udp dport $2 counter name "stream"
+    ip daddr $1 udp dport $2 counter name "stream" add @sources { ip saddr . udp sport }
   }
 }
 NFT
@@ -27,15 +35,29 @@ probe_drop() {
   nft delete table inet "$probe_table" 2>/dev/null || true
 }
 
-# Wait (at most LIMIT seconds) until at least MIN datagrams have arrived.
+# Wait until at least MIN datagrams have arrived. LIMIT seconds only bound
+# the wait (the event is the count): exceeding it is an error.
 wait_stream() {  # wait_stream MIN LIMIT
   local _
   for _ in $(seq $(($2 * 20))); do
     [ "$(probe_packets)" -ge "$1" ] && return 0
     sleep 0.05
   done
-  echo "no stream seen in $2 s (counter $(probe_packets))" >&2
+  echo "the counter did not reach $1 in $2 s (it is at $(probe_packets))" >&2
   return 1
+}
+
+# Tell loadgen.py the test is done: its stop payload to every source of the
+# stream, three times (a datagram, not a promise; loadgen's count and time
+# bounds remain). Sent from this director's own address, not the VIP.
+probe_stop_stream() {
+  local src i
+  for i in 1 2 3; do
+    while read -r src; do
+      printf 'ddipvs-stop' > "/dev/udp/${src% . *}/${src#* . }" 2>/dev/null || true
+    done < <(nft list set inet "$probe_table" sources | grep -oE '[0-9]+(\.[0-9]+){3} \. [0-9]+')
+    [ "$i" = 3 ] || sleep 0.1
+  done
 }
 
 # Dotted quad -> the 8 hex digits of /proc/net/ip_vs_conn.

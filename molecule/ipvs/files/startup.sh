@@ -1,32 +1,45 @@
 # shellcheck shell=bash source-path=SCRIPTDIR
 # keepalived's IPVS side starting from nothing while datagrams already arrive
 # (run on the master director: bash startup.sh MODE SECONDS OUTDIR).
+# Every window is a number of datagrams of the stream seen at this director
+# (probe.sh's counter), not seconds of the clock: under TCG a guest may run
+# seconds late, and a window measured in seconds may then hold no traffic.
 #   MODE ours    the role's configuration (/etc/keepalived/keepalived.conf,
 #                virtual_server with `ops`)
 #   MODE legacy  the same virtual servers WITHOUT `ops`, plus the old
 #                quorum_up "ipvsadm -E -u VIP:PORT -s SCHED --ops" workaround;
 #                then, on the stuck entries it leaves: (1) a 2 s UDP timeout
-#                (ipvsadm --set) for 5 s under traffic, the negative control;
+#                (ipvsadm --set) for 5 s and SHORT_TIMEOUT_DATAGRAMS under
+#                traffic, whichever ends later, the negative control;
 #                (2) it writes OUTDIR/flush_ready, the caller runs
 #                playbooks/flush_stuck.yml (real-server remove and re-add with
 #                net.ipv4.vs.expire_nodest_conn=1), and this script times how
 #                long the entries take to go and checks that they stay gone
-#                under the stream.
+#                for AFTER_FLUSH datagrams of the stream.
 # The caller has stopped keepalived on both directors and starts the client's
 # stream; keepalived is started only once the stream is seen arriving (nft
 # counter, probe.sh), so the stream provably overlaps the start. The VIPs are
 # held statically (keepalived runs with --check: its IPVS process only).
-# /proc/net/ip_vs_conn is sampled every 20 ms until SECONDS after the stream
-# was seen (t0; all times are seconds after t0), legacy: until 3 s after the
-# flush (SECONDS is then a bound). OUTDIR gets poll.json, ip_vs_conn_stuck.txt (+ ip_vs_conn_sync_stuck.txt)
-# taken 2 s after `ops` is set, ip_vs_conn.txt at the end, ipvsadm*.txt,
-# keepalived.log, events; the last line of stdout is a JSON summary.
-# Everything started here is stopped here, by PID; keepalived is bounded by
-# `timeout`.
+# /proc/net/ip_vs_conn is sampled every 20 ms from when the stream was seen
+# (t0; all times are seconds after t0) until, ours: AFTER_CAPTURE datagrams
+# after the capture; legacy: AFTER_FLUSH datagrams after the flush. SECONDS
+# only bounds the poll. OUTDIR gets poll.json, ip_vs_conn_stuck.txt
+# (+ ip_vs_conn_sync_stuck.txt) taken AFTER_OPS datagrams after `ops` is set,
+# ip_vs_conn.txt at the end, ipvsadm*.txt, keepalived.log, events; the last
+# line of stdout is a JSON summary (*_seq: the counter at an event). At the
+# end (or on an error) the client is told to stop its stream
+# (probe_stop_stream). Everything started here is stopped here, by PID;
+# keepalived is bounded by `timeout`.
 set -euo pipefail
 mode="$1" seconds="$2" out="$3"
 vip=198.51.100.10 port=7000 gw=203.0.113.10
 frag=/etc/keepalived/conf.d/virtual_servers.conf
+# Windows in datagrams (the (c) stream runs at 1000/s, the (d) stream at 500/s
+# from 5 ports: 200 and 100 per port per 1000 datagrams).
+AFTER_OPS=1000                 # `ops` set -> capture (an entry needs one datagram)
+AFTER_CAPTURE=2000             # ours: capture -> end of the poll
+SHORT_TIMEOUT_DATAGRAMS=2500   # legacy: 5 s at 500/s under the 2 s UDP timeout
+AFTER_FLUSH=1500               # legacy: table empty -> end (3 s at 500/s)
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=probe.sh
 . "$here/probe.sh"
@@ -52,6 +65,7 @@ ip addr replace "$vip/24" dev front
 ip addr replace "$gw/24" dev back
 ipvsadm -Ln > "$out/ipvsadm-before.txt"
 probe_reset "$vip" "$port"
+trap 'probe_stop_stream; probe_drop' EXIT
 
 viphex="$(hexip "$vip")" porthex="$(printf '%04X' "$port")"
 entries() {  # UDP entries for VIP:port in /proc/net/ip_vs_conn
@@ -92,13 +106,18 @@ timeout "$((${seconds%.*} + 10))" keepalived --dont-fork --check --log-console -
   --use-file "$conf" --pid "$out/ka.pid" --checkers_pid "$out/ka-check.pid" \
   > "$out/keepalived.log" 2>&1 &
 ka=$!
-ops_s=null
-for _ in $(seq 300); do
-  if ipvsadm -Ln | grep -Eq "^UDP +$vip:$port +[a-z]+ +ops"; then ops_s="$(since "$t0")"; break; fi
+ops_s=null ops_seq=null
+for _ in $(seq 1200); do   # at most 60 s: a bound, `ops` is the event
+  if ipvsadm -Ln | grep -Eq "^UDP +$vip:$port +[a-z]+ +ops"; then
+    ops_s="$(since "$t0")" ops_seq="$(probe_packets)"
+    break
+  fi
   sleep 0.05
 done
 ev "ops_set"
-sleep 2
+[ "$ops_seq" != null ] || { echo "startup.sh: ops never set" >&2; exit 1; }
+wait_stream "$((ops_seq + AFTER_OPS))" 60
+capture_seq="$(probe_packets)"
 cp /proc/net/ip_vs_conn "$out/ip_vs_conn_stuck.txt"
 [ -r /proc/net/ip_vs_conn_sync ] && cp /proc/net/ip_vs_conn_sync "$out/ip_vs_conn_sync_stuck.txt"
 ipvsadm -Ln > "$out/ipvsadm.txt"
@@ -111,7 +130,10 @@ if [ "$mode" = legacy ]; then
   read -r _tcp _fin udp_old < <(ipvsadm -L --timeout | awk '/Timeout/ { print $(NF-2), $(NF-1), $NF }')
   ipvsadm --set 0 0 2
   ev short_timeout_set
+  short_from="$(probe_packets)"
   sleep 5
+  wait_stream "$((short_from + SHORT_TIMEOUT_DATAGRAMS))" 60
+  short_datagrams=$(($(probe_packets) - short_from))
   after_timeout="$(entries)"
   ipvsadm --set 0 0 "$udp_old"
   ev short_timeout_restored
@@ -120,19 +142,22 @@ if [ "$mode" = legacy ]; then
   ev flush_ready
   ready_s="$(since "$t0")"
   touch "$out/flush_ready"
-  flushed=null started=null
+  flushed=null started=null flushed_seq=0 started_seq=null
   for _ in $(seq 1800); do
     n="$(entries)"
-    if [ "$started" = null ] && [ "$n" -lt "$stuck_entries" ]; then started="$(since "$t0")"; fi
-    if [ "$n" = 0 ]; then flushed="$(since "$t0")"; break; fi
+    if [ "$started" = null ] && [ "$n" -lt "$stuck_entries" ]; then started="$(since "$t0")" started_seq="$(probe_packets)"; fi
+    if [ "$n" = 0 ]; then flushed="$(since "$t0")" flushed_seq="$(probe_packets)"; break; fi
     sleep 0.05
   done
   ev flushed
   # the stream goes on: with `ops` in force no entry may come back
-  sleep 3
-  flush="{\"udp_timeout_before\": $udp_old, \"short_timeout_s\": 2, \"entries_before\": $stuck_entries, \"entries_after_5s_short_timeout\": $after_timeout, \"expire_nodest_conn\": $expire_nodest, \"flush_ready_s\": $ready_s, \"flush_started_s\": $started, \"entries_gone_at_s\": $flushed, \"entries_3s_after_flush\": $(entries)}"
-  touch "$out/stop"   # the poll ends here, not at its time bound
+  wait_stream "$((flushed_seq + AFTER_FLUSH))" 60
+  watched=$(($(probe_packets) - flushed_seq))
+  flush="{\"udp_timeout_before\": $udp_old, \"short_timeout_s\": 2, \"entries_before\": $stuck_entries, \"entries_after_5s_short_timeout\": $after_timeout, \"datagrams_under_short_timeout\": $short_datagrams, \"expire_nodest_conn\": $expire_nodest, \"flush_ready_s\": $ready_s, \"flush_started_s\": $started, \"entries_gone_at_s\": $flushed, \"flush_started_seq\": $started_seq, \"entries_gone_seq\": $flushed_seq, \"entries_after_flush\": $(entries), \"datagrams_after_flush\": $watched}"
+else
+  wait_stream "$((capture_seq + AFTER_CAPTURE))" 60
 fi
+touch "$out/stop"   # the poll ends here, not at its time bound
 
 wait "$poller" || true
 ev poll_end
@@ -143,6 +168,5 @@ wait "$ka" || true
 final_entries="$(entries)"
 ipvsadm -C
 seen="$(probe_packets)"
-probe_drop
-printf '{"mode": "%s", "ops_set_after_s": %s, "entries_2s_after_ops": %s, "entries_at_end": %s, "datagrams_seen": %s, "datagrams_before_start": %s, "flush": %s, "poll": %s, "events": "%s"}\n' \
-  "$mode" "$ops_s" "$stuck_entries" "$final_entries" "$seen" "$seen_at_start" "$flush" "$(cat "$out/poll.json")" "$(tr '\n' ' ' < "$out/events")"
+printf '{"mode": "%s", "ops_set_after_s": %s, "ops_seq": %s, "capture_seq": %s, "entries_at_capture": %s, "entries_at_end": %s, "datagrams_seen": %s, "datagrams_before_start": %s, "flush": %s, "poll": %s, "events": "%s"}\n' \
+  "$mode" "$ops_s" "$ops_seq" "$capture_seq" "$stuck_entries" "$final_entries" "$seen" "$seen_at_start" "$flush" "$(cat "$out/poll.json")" "$(tr '\n' ' ' < "$out/events")"
