@@ -55,6 +55,7 @@ def main(vip, port, base, nports, rate, seconds, pidfile=None):
     count = int(rate * seconds)
     stop = []
     stopped_by = []
+
     def on_stop(by):
         if not stop:
             stop.append(time.monotonic())

@@ -98,8 +98,8 @@ def test_vrrp_filter_on_both_planes(netns, inventory, data_plane):
         assert rules[:-1] == ['iifname "%s" %s saddr %s counter name "vrrp_peer" accept'
                               % (inst["interface"], fam[inst["family"]], inst["unicast_peer"])
                               for inst in me["instances"]]
-        assert {inst["unicast_peer"] for inst in me["instances"]} == {peer["frontend_address"],
-                                                                         peer["backend_address"]}
+        peers = {peer["frontend_address"], peer["backend_address"]}
+        assert {inst["unicast_peer"] for inst in me["instances"]} == peers
         assert rules[-1] == 'counter name "vrrp_foreign" drop'
         assert me["frontend_address"] not in " ".join(rules)
         res = nft_check(netns(), ruleset, {plan["frontend"]["interface"], plan["backend"]["interface"]})
@@ -148,7 +148,7 @@ def test_vrrp_filter_drops_a_third_host(netns):
     subprocess.run(["ip", "netns", "exec", director, "nft", "--file", "-"], input=ruleset, text=True, check=True)
     _advert(other, inst["unicast_peer"], inst["unicast_src_ip"])
     assert _counters(director) == {"vrrp_peer": 1, "vrrp_foreign": 0}
-    for _ in range(3):
+    for _attempt in range(3):
         _advert(other, rogue, inst["unicast_src_ip"])
     assert _counters(director) == {"vrrp_peer": 1, "vrrp_foreign": 3}
 
@@ -228,7 +228,7 @@ def test_helper_is_idempotent(tmp_path, netns):
     def present():
         out = subprocess.run(["ip", "-n", ns, "-o", "address", "show"], capture_output=True, text=True,
                              check=True).stdout
-        return [a for a in [v.split("/")[0] for v, _ in vips] + [me["frontend_address"]] if " %s/" % a in out]
+        return [a for a in [v.split("/")[0] for v, _iface in vips] + [me["frontend_address"]] if " %s/" % a in out]
 
     first = run()
     assert first.returncode == 0, first.stderr
