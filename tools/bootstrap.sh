@@ -56,9 +56,12 @@ install_packages() {
   local policy=/usr/sbin/policy-rc.d own_policy=0
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; own_policy=1
+    # removed on any exit, an interrupted one too: left behind it would keep
+    # every later package's service from starting
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
-  apt_get install --no-install-recommends "${missing[@]}" >/dev/null || { [ "$own_policy" = 0 ] || rm -f "$policy"; return 1; }
-  [ "$own_policy" = 0 ] || rm -f "$policy"
+  apt_get install --no-install-recommends "${missing[@]}" >/dev/null
+  [ "$own_policy" = 0 ] || { rm -f "$policy"; trap - EXIT; }
   for p in "${missing[@]}"; do
     case " ${TEST_PACKAGES[*]} " in *" $p "*) disable_units "$p" ;; esac
   done
@@ -67,7 +70,7 @@ install_packages() {
 # package brought.
 disable_units() {
   local unit
-  for unit in $(dpkg -L "$1" 2>/dev/null | grep -E '^/lib/systemd/system/[^/@]+\.service$' | xargs -r -n1 basename); do
+  for unit in $(dpkg -L "$1" 2>/dev/null | grep -E '^(/usr)?/lib/systemd/system/[^/@]+\.service$' | xargs -r -n1 basename); do
     systemctl disable --quiet "$unit" 2>/dev/null || true
     echo "bootstrap: $unit installed for the tests, left disabled"
   done

@@ -92,7 +92,7 @@ def test_keepalived_config(tmp_path, netns, inventory, data_plane):
 
 
 def test_keepalived_rejects_unknown_keyword(tmp_path):
-    """The validate: step works: a bad keyword fails the check (FIELD-NOTES 6)."""
+    """The validate: step works: a bad keyword fails the check (keepalived -t exits 5)."""
     if shutil.which("keepalived") is None:
         pytest.skip("keepalived is not installed (apt-get install keepalived)")
     (tmp_path / "bad.conf").write_text("vrrp_instance x {\n    interface front\n    no_such_keyword 1\n}\n")
