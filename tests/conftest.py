@@ -54,9 +54,19 @@ def _allowed_skip_patterns():
     return [re.compile(line) for line in lines if line]
 
 
-def pytest_runtest_logreport(report):
+def _record_skip(report):
     if report.skipped and isinstance(report.longrepr, tuple):
         _SKIPS.append((report.nodeid, str(report.longrepr[2])))
+
+
+def pytest_runtest_logreport(report):
+    _record_skip(report)
+
+
+def pytest_collectreport(report):
+    # pytest.importorskip and a module-level pytest.skip(allow_module_level)
+    # skip a whole file at collection: count those too.
+    _record_skip(report)
 
 
 def _unexplained_skips():

@@ -15,6 +15,8 @@ export CONTAINERS_STORAGE_CONF=$top/roles/lab/files/storage.conf
 # Nothing outside the checkout: Ansible's, Molecule's and ansible-lint's
 # state and caches (and the guest image) stay under it.
 export ANSIBLE_HOME=$top/.ansible XDG_CACHE_HOME=$top/.cache
+# ssh ControlPersist sockets (the ipvs guests) stay in the checkout too.
+export ANSIBLE_SSH_CONTROL_PATH_DIR=$top/.ansible/cp
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(unit bench pristine lint sanity molecule ipvs)
 
