@@ -19,7 +19,7 @@ SHARED = (
     "data_plane", "vrrp_version", "vrrp_advert_int", "vrrp_preempt", "vrrp_preempt_delay",
     "vrrp_sync_group", "vrrp_notify", "frontend_interface", "frontend_vrid", "frontend_vips",
     "frontend_gateways", "backend_interface", "backend_vrid", "backend_gateway_vips",
-    "services", "reply_rewrite", "reply_zone_base", "health_check",
+    "services", "reply_rewrite", "reply_zone_base", "health_check", "panic_threshold",
 )
 # ... and from each director's own host vars.
 PER_HOST = ("vrrp_priority", "frontend_address", "backend_address")

@@ -19,6 +19,7 @@ the same index as its nftables chain ``rs_<service>_<index>``.
 
 from __future__ import absolute_import, division, print_function
 
+import collections
 import hashlib
 import json
 import re
@@ -162,6 +163,54 @@ def effective_weights(service, states):
     return out
 
 
+def available_weights(service, states):
+    """The weights with every real server up: the scheduling weight of each
+    one an operator has not drained (drained ones stay out, even in panic)."""
+    out = []
+    for index, rs in enumerate(service["real_servers"]):
+        state = states.get(server_name(service, index))
+        out.append(0 if state is not None and state.drain else scheduling_weight(service, rs))
+    return out
+
+
+Panic = collections.namedtuple("Panic", ["weights", "panic", "healthy", "total", "threshold"])
+
+
+def panic_weights(service, states):
+    """The weights the data plane uses, with the healthy panic threshold applied.
+
+    While the real servers that pass their check carry less than
+    ``panic_threshold`` percent of the service's weight (drained servers left
+    out of both), the service spreads over all of its undrained real servers
+    instead, as Envoy does: a check that fails everywhere is more likely wrong
+    than every real server dead, and a drop would lose every datagram anyway.
+    ``panic_threshold`` 0 never panics (no server passing -> drop)."""
+    healthy = effective_weights(service, states)
+    available = available_weights(service, states)
+    threshold = int(service.get("panic_threshold") or 0)
+    h, total = sum(healthy), sum(available)
+    panic = bool(threshold and total and h * 100 < threshold * total)
+    return Panic(available if panic else healthy, panic, h, total, threshold)
+
+
+def panic_message(service, before, now):
+    """The log line for a change of panic state, or None."""
+    if before is not None and before.panic == now.panic:
+        return None
+    if now.panic:
+        return ("%s PANIC: real servers passing their check carry weight %d of %d (%s %%, threshold %d %%): "
+                "spreading over every configured real server %s" % (
+                    service["name"], now.healthy, now.total, _percent(now), now.threshold, now.weights))
+    if before is None:
+        return None
+    return "%s panic over: passing weight %d of %d (%s %%, threshold %d %%), weights %s" % (
+        service["name"], now.healthy, now.total, _percent(now), now.threshold, now.weights)
+
+
+def _percent(p):
+    return "%.1f" % (100.0 * p.healthy / p.total) if p.total else "-"
+
+
 def digest(weights):
     return hashlib.sha256(json.dumps(list(weights)).encode()).hexdigest()[:12]
 
@@ -241,28 +290,34 @@ def _label(value):
 
 
 def prometheus_text(config, states, changed_at):
-    """Node exporter textfile: per real server up, weight, drain, last change."""
+    """Node exporter textfile: per real server up, weight, drain, last change;
+    per service whether it is in panic."""
     metrics = (
-        ("up", "gauge", "1 when the real server passes its health check (rise/fall applied)"),
-        ("weight", "gauge", "Weight the data plane uses now (0: down or drained)"),
-        ("drained", "gauge", "1 when the real server is drained by an operator"),
-        ("last_change_seconds", "gauge", "Unix time of the last change of state or weight"),
+        ("real_server_up", "gauge", "1 when the real server passes its health check (rise/fall applied)"),
+        ("real_server_weight", "gauge",
+         "Weight the data plane uses now (0: down or drained; in panic every undrained real server has its weight)"),
+        ("real_server_drained", "gauge", "1 when the real server is drained by an operator"),
+        ("real_server_last_change_seconds", "gauge", "Unix time of the last change of state or weight"),
+        ("service_panic", "gauge",
+         "1 while the service spreads over all its real servers: the passing ones carry less than panic_threshold"),
     )
     rows = dict((m[0], []) for m in metrics)
     for svc in checked_services(config):
+        weights = panic_weights(svc, states)
+        rows["service_panic"].append(('service="%s"' % _label(svc["name"]), 1 if weights.panic else 0))
         for index, rs in enumerate(svc["real_servers"]):
             name = server_name(svc, index)
             state = states.get(name)
             if state is None:
                 continue
             labels = 'service="%s",address="%s",port="%d"' % (_label(svc["name"]), _label(rs["address"]), rs["port"])
-            rows["up"].append((labels, 1 if state.up else 0))
-            rows["weight"].append((labels, state.effective_weight))
-            rows["drained"].append((labels, 1 if state.drain else 0))
-            rows["last_change_seconds"].append((labels, "%.3f" % changed_at.get(name, 0)))
+            rows["real_server_up"].append((labels, 1 if state.up else 0))
+            rows["real_server_weight"].append((labels, weights.weights[index]))
+            rows["real_server_drained"].append((labels, 1 if state.drain else 0))
+            rows["real_server_last_change_seconds"].append((labels, "%.3f" % changed_at.get(name, 0)))
     lines = []
     for metric, kind, text in metrics:
-        full = "datagram_director_real_server_" + metric
+        full = "datagram_director_" + metric
         lines.append("# HELP %s %s" % (full, text))
         lines.append("# TYPE %s %s" % (full, kind))
         lines.extend("%s{%s} %s" % (full, labels, value) for labels, value in rows[metric])
@@ -275,18 +330,21 @@ def status_document(config, states, changed_at, applied):
     services = []
     for svc in checked_services(config):
         servers = []
+        weights = panic_weights(svc, states)
         for index, rs in enumerate(svc["real_servers"]):
             state = states.get(server_name(svc, index))
             if state is None:
                 continue
             servers.append({
                 "index": index, "address": rs["address"], "port": rs["port"], "up": state.up,
-                "drained": state.drain, "weight": state.effective_weight,
+                "drained": state.drain, "weight": weights.weights[index],
                 "configured_weight": scheduling_weight(svc, rs), "reason": state.reason,
                 "rtt": state.rtt, "checks": state.checks, "last_change": changed_at.get(server_name(svc, index)),
             })
         services.append({"name": svc["name"], "vip": svc["vip"], "port": svc["port"],
                          "check": svc["health_check"]["type"], "applied": applied.get(svc["name"]),
+                         "panic": weights.panic, "panic_threshold": weights.threshold,
+                         "healthy_weight": weights.healthy, "total_weight": weights.total,
                          "real_servers": servers})
     return {"data_plane": config.get("data_plane"), "services": services}
 
@@ -309,8 +367,11 @@ def format_status(doc):
     """Human-readable status table."""
     lines = ["data plane: %s" % doc.get("data_plane")]
     for svc in doc.get("services") or []:
-        lines.append("%s %s:%s (%s check), applied weights %s" % (
-            svc["name"], svc["vip"], svc["port"], svc["check"], svc.get("applied")))
+        lines.append("%s %s:%s (%s check), applied weights %s%s" % (
+            svc["name"], svc["vip"], svc["port"], svc["check"], svc.get("applied"),
+            ", PANIC (passing weight %s of %s below %s %%): spread over all" % (
+                svc.get("healthy_weight"), svc.get("total_weight"), svc.get("panic_threshold"))
+            if svc.get("panic") else ""))
         for rs in svc["real_servers"]:
             lines.append("  %-40s %-5s %-8s weight %-3s %s" % (
                 ipvsadm.endpoint(rs["address"], rs["port"]), "up" if rs["up"] else "DOWN",

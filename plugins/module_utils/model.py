@@ -70,6 +70,10 @@ DEFAULTS = {
     "reply_rewrite": "stateless",
     "reply_zone_base": 1000,
     "health_check": {"type": "none"},
+    # Healthy panic threshold (percent of a service's weight): below it the
+    # service spreads over every configured real server instead of dropping.
+    # 1: only when (practically) none passes; 0: never (drop).
+    "panic_threshold": 1,
 }
 
 
@@ -315,6 +319,19 @@ def _keepalived_options(c, path, svc, real_servers):
     return opts
 
 
+def _panic_threshold(c, path, svc, hc, default):
+    """The service's healthy panic threshold; ``default`` is None when
+    director_panic_threshold itself was invalid (already reported)."""
+    if svc.get("panic_threshold") is None:
+        return default if default is not None else DEFAULTS["panic_threshold"]
+    threshold = c.integer(path + ".panic_threshold", svc["panic_threshold"], 0, 100,
+                          " (percent of the service's weight; 0 turns panic off)")
+    if threshold and hc.get("type") == "misc":
+        c.fail(path + ".panic_threshold", threshold,
+               "0 with a misc health check: keepalived runs it and has no panic mode")
+    return threshold
+
+
 def _networks(vips):
     """The on-link networks of VIPs, by family: {"ipv4": ["198.51.100.0/24"]}."""
     nets = {}
@@ -432,6 +449,8 @@ def build_plan(model):
         raw_services = []
     default_rewrite = c.choice("director_reply_rewrite", m["reply_rewrite"], REPLY_REWRITES)
     zone_base = c.integer("director_reply_zone_base", m["reply_zone_base"], 1, 60000)
+    default_panic = c.integer("director_panic_threshold", m["panic_threshold"], 0, 100,
+                              " (percent of a service's weight; 0 turns panic off)")
     default_hc = m["health_check"] or {"type": "none"}
     if not isinstance(default_hc, dict):
         c.fail("director_health_check", default_hc, "a mapping with a type")
@@ -470,6 +489,7 @@ def build_plan(model):
             c.fail(p + ".protocol", svc.get("protocol"), "udp")
         rewrite = c.choice(p + ".reply_rewrite", svc.get("reply_rewrite", default_rewrite), REPLY_REWRITES)
         hc = _health_check(c, p + ".health_check", svc.get("health_check", default_hc) or {"type": "none"})
+        panic = _panic_threshold(c, p, svc, hc, default_panic)
         rss = svc.get("real_servers")
         if not isinstance(rss, list) or not rss:
             c.fail(p + ".real_servers", rss, "a non-empty list of real servers")
@@ -520,7 +540,7 @@ def build_plan(model):
             "scheduler": scheduler, "reply_rewrite": rewrite, "health_check": hc,
             "quorum": keepalived["quorum"], "alpha": keepalived["alpha"],
             "inhibit_on_failure": keepalived["inhibit_on_failure"],
-            "real_servers": real_servers, "sequence": sequence,
+            "panic_threshold": panic, "real_servers": real_servers, "sequence": sequence,
         })
 
     if c.errors:

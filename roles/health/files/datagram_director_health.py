@@ -18,8 +18,11 @@ ipvsadm save format and argv) and model.py.
                                    change the drain file, wait until applied
 
 On every change of a real server's state or weight it applies the service's
-weights: nftables -> the dispatch chain svc_<service> is flushed and refilled
-in one ``nft -f -`` transaction; ipvs -> ``ipvsadm -e ... -w W``.  Every
+weights (in panic, while the passing real servers carry less than the
+service's ``panic_threshold`` percent of its weight, every undrained real
+server's: logged when it starts and ends, ``"panic": true`` in the state):
+nftables -> the dispatch chain svc_<service> is flushed and refilled in one
+``nft -f -`` transaction; ipvs -> ``ipvsadm -e ... -w W``.  Every
 ``reconcile_interval`` seconds it repairs what others reset (a reload of the
 static ruleset, a keepalived reload).  SIGHUP re-reads the drain file (also
 re-read when it changes) and re-applies everything.  Transitions go to stdout
@@ -81,6 +84,7 @@ class Director:
         self.drains = self.read_drains()
         self.changed_at = {}
         self.applied = {}        # service -> weights last applied
+        self.panic = {}          # service -> ha.Panic last computed (logs its changes)
         self.ipvs_waiting = []   # real servers keepalived has not added yet
         self.dirty = set()
         self.hup = False
@@ -150,7 +154,14 @@ class Director:
     # -- outputs -------------------------------------------------------------
 
     def weights(self, svc):
-        return ha.effective_weights(svc, self.engine.states)
+        """The data plane's weights: the passing real servers', or in panic
+        (below the service's panic_threshold) every undrained one's."""
+        now = ha.panic_weights(svc, self.engine.states)
+        msg = ha.panic_message(svc, self.panic.get(svc["name"]), now)
+        if msg:
+            log(4 if now.panic else 5, msg)
+        self.panic[svc["name"]] = now
+        return now.weights
 
     def apply(self, names, force=False):
         """Apply the weights of the services ``names``; True when done."""

@@ -232,6 +232,76 @@ def test_effective_weights_from_states():
     assert ha.effective_weights(svc, {}) == [2, 1, 1]  # unchecked: configured weights
 
 
+# --- healthy panic threshold -------------------------------------------------------
+
+def _netflow(threshold):
+    return config([dict(NETFLOW, panic_threshold=threshold)])["services"][0]
+
+
+@pytest.mark.parametrize("ups, threshold, weights, panic", [
+    ((True, True, True), 50, [2, 1, 1], False),
+    ((False, True, True), 50, [0, 1, 1], False),   # 2 of 4 pass: 50 %, not below
+    ((False, True, False), 50, [2, 1, 1], True),   # 1 of 4: 25 % < 50 %: all of them
+    ((False, True, False), 1, [0, 1, 0], False),   # the default only acts when none passes
+    ((False, False, False), 1, [2, 1, 1], True),
+    ((False, False, False), 100, [2, 1, 1], True),
+    ((True, True, False), 100, [2, 1, 1], True),   # 75 % < 100 %
+    ((False, False, False), 0, [0, 0, 0], False),  # off: nothing passes -> drop
+    ((False, True, False), 0, [0, 1, 0], False),
+])
+def test_panic_weights(ups, threshold, weights, panic):
+    svc = _netflow(threshold)
+    states = dict(("netflow_%d" % i, FakeState(up, w)) for i, (up, w) in enumerate(zip(ups, (2, 1, 1))))
+    got = ha.panic_weights(svc, states)
+    assert (got.weights, got.panic, got.threshold) == (weights, panic, threshold)
+    assert got.total == 4 and got.healthy == sum(w for up, w in zip(ups, (2, 1, 1)) if up)
+
+
+def test_panic_leaves_drained_real_servers_out():
+    """Drained: out of the share (neither healthy nor total) and out of the spread."""
+    svc = _netflow(50)
+    states = {"netflow_0": FakeState(False, 2, drain=True), "netflow_1": FakeState(True, 1),
+              "netflow_2": FakeState(False, 1)}
+    got = ha.panic_weights(svc, states)   # 1 of 2 undrained: 50 %, no panic
+    assert (got.weights, got.panic, got.healthy, got.total) == ([0, 1, 0], False, 1, 2)
+    states["netflow_1"] = FakeState(False, 1)
+    got = ha.panic_weights(svc, states)
+    assert (got.weights, got.panic, got.healthy, got.total) == ([0, 1, 1], True, 0, 2)
+    for state in states.values():
+        state.drain = True                # every one drained: the operator's drop
+    got = ha.panic_weights(svc, states)
+    assert (got.weights, got.panic, got.total) == ([0, 0, 0], False, 0)
+
+
+def test_panic_data_plane_commands():
+    """In panic the nft dispatch and the IPVS weights are every real server's;
+    with the policy off the dispatch drops (the negative control)."""
+    svc = _netflow(1)
+    down = dict(("netflow_%d" % i, FakeState(False, w)) for i, w in enumerate((2, 1, 1)))
+    weights = ha.panic_weights(svc, down).weights
+    assert ha.nft_dispatch("t", svc, weights) == ha.nft_dispatch("t", svc, [2, 1, 1])
+    assert "numgen inc mod 4 vmap" in ha.nft_dispatch("t", svc, weights)
+    save = "-A -u 198.51.100.10:2055 -s wrr -o\n" + "".join("-a -u 198.51.100.10:2055 -r 203.0.113.%d:2055 -m -w 0\n" % n for n in (21, 22, 23))
+    cmds = ha.ipvs_corrections(ha.parse_ipvsadm_save(save), [(svc, weights)])
+    assert [argv[-1] for argv in cmds] == ["2", "1", "1"]
+    off = _netflow(0)
+    weights = ha.panic_weights(off, down).weights
+    assert " drop comment " in ha.nft_dispatch("t", off, weights)
+    assert ha.ipvs_corrections(ha.parse_ipvsadm_save(save), [(off, weights)]) == []
+
+
+def test_panic_messages_on_start_and_end_only():
+    svc = _netflow(50)
+    ok = ha.Panic([2, 1, 1], False, 4, 4, 50)
+    bad = ha.Panic([2, 1, 1], True, 1, 4, 50)
+    assert ha.panic_message(svc, None, ok) is None
+    assert ha.panic_message(svc, ok, ok) is None and ha.panic_message(svc, bad, bad) is None
+    assert ha.panic_message(svc, None, bad) == (
+        "netflow PANIC: real servers passing their check carry weight 1 of 4 (25.0 %, threshold 50 %): "
+        "spreading over every configured real server [2, 1, 1]")
+    assert ha.panic_message(svc, bad, ok).startswith("netflow panic over: passing weight 4 of 4 (100.0 %")
+
+
 # --- ipvs ------------------------------------------------------------------------
 
 SAVE = """-A -u 198.51.100.10:7000 -s rr -o
@@ -321,7 +391,9 @@ def test_prometheus_and_status_never_hold_a_secret():
     assert 'datagram_director_real_server_last_change_seconds{service="radius",address="203.0.113.21",port="1812"} 1700000000.500' in text
     doc = ha.status_document(cfg, states, {}, {"radius": [0]})
     assert "TOPSECRET" not in json.dumps(doc) + text + ha.format_status(doc)
-    assert doc["services"][0]["real_servers"][0]["weight"] == 0
+    # Its only real server fails: panic (the default threshold), weight 1.
+    assert doc["services"][0]["real_servers"][0]["weight"] == 1 and doc["services"][0]["panic"] is True
+    assert 'datagram_director_service_panic{service="radius"} 1' in text
 
 
 # --- the program, against a fake nft ----------------------------------------------
@@ -441,3 +513,49 @@ def test_program_ipvs_edits_what_differs_and_waits_for_keepalived(program, monke
     assert calls == [["ipvsadm", "-S", "-n"],
                      ["ipvsadm", "-e", "-u", "198.51.100.10:7000", "-r", "203.0.113.23:7000", "-m", "-w", "1"]]
     assert d.applied["echo"] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("threshold", [1, 0])
+def test_program_panics_when_every_check_fails(program, monkeypatch, tmp_path, threshold):
+    """Every real server of echo fails: with the policy on, the dispatch keeps
+    every server, the log and the state say panic, and it ends when one passes
+    again; with the policy off (panic_threshold 0) the service drops."""
+    cfg = config([dict(ECHO, panic_threshold=threshold)])
+    cfg.update(state_file=str(tmp_path / "state.json"), textfile=str(tmp_path / "m.prom"))
+    calls, logs = [], []
+    monkeypatch.setattr(program, "run", lambda argv, stdin=None: calls.append(stdin) or (0, "", ""))
+    monkeypatch.setattr(program, "log", lambda level, msg: logs.append((level, msg)))
+    d = program.Director(cfg)
+    d.holding = False
+    all_up(d)
+    assert d.apply({"echo"}, force=True)
+    for name in ("echo_0", "echo_1", "echo_2"):
+        for _i in range(2):
+            t = d.engine.entries[name].state.record(False, "timed out")
+            if t:
+                d.on_change(t)
+    assert d.apply(d.dirty)
+    d.write_outputs()
+    state = json.loads((tmp_path / "state.json").read_text())["services"][0]
+    prom = (tmp_path / "m.prom").read_text()
+    panics = [(level, m) for level, m in logs if "PANIC" in m]
+    if threshold:
+        assert calls[-1] == ha.nft_dispatch("datagram_director", cfg["services"][0], [1, 1, 1])
+        assert (state["panic"], state["healthy_weight"], state["total_weight"]) == (True, 0, 3)
+        assert [rs["weight"] for rs in state["real_servers"]] == [1, 1, 1]
+        assert [rs["up"] for rs in state["real_servers"]] == [False] * 3
+        assert panics == [(4, "echo PANIC: real servers passing their check carry weight 0 of 3 (0.0 %, threshold 1 %): "
+                              "spreading over every configured real server [1, 1, 1]")]
+        assert 'datagram_director_service_panic{service="echo"} 1' in prom
+        for _i in range(2):
+            t = d.engine.entries["echo_2"].state.record(True, "ok")
+        d.on_change(t)
+        assert d.apply(d.dirty)
+        assert calls[-1] == ha.nft_dispatch("datagram_director", cfg["services"][0], [0, 0, 1])
+        assert [m for _l, m in logs if "panic over" in m] == [
+            "echo panic over: passing weight 1 of 3 (33.3 %, threshold 1 %), weights [0, 0, 1]"]
+    else:
+        assert calls[-1] == ha.nft_dispatch("datagram_director", cfg["services"][0], [0, 0, 0])
+        assert " drop comment " in calls[-1]
+        assert state["panic"] is False and panics == []
+        assert 'datagram_director_service_panic{service="echo"} 0' in prom

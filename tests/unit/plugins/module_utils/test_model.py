@@ -328,3 +328,43 @@ def test_dns_options_the_engine_takes(lab):
                                           "expect_rcode": 3, "expect_answer": "no"}
     hc = build_plan(lab)["services"][0]["health_check"]
     assert (hc["query_type"], hc["expect_rcode"], hc["expect_answer"]) == ("aaaa", 3, False)
+
+
+# --- healthy panic threshold: percent 0-100, per service or director_panic_threshold -------
+
+@pytest.mark.parametrize("default, own, expected", [
+    (None, None, 1), (None, 0, 0), (None, "50", 50), (None, 100, 100),
+    (30, None, 30), (30, 0, 0), (0, None, 0), ("0", 75, 75)])
+def test_panic_threshold_valid(lab, default, own, expected):
+    lab["panic_threshold"] = default
+    lab["services"][0]["panic_threshold"] = own
+    assert build_plan(lab)["services"][0]["panic_threshold"] == expected
+
+
+@pytest.mark.parametrize("value", [-1, 101, "half", True, 1.5, [50]])
+def test_panic_threshold_invalid(lab, value):
+    lab["services"][0]["panic_threshold"] = value
+    with pytest.raises(ModelError) as exc:
+        build_plan(lab)
+    assert str(exc.value) == ("director_services[0].panic_threshold: got %r, expected an integer from 0 to 100 "
+                              "(percent of the service's weight; 0 turns panic off)" % (value,))
+
+
+@pytest.mark.parametrize("value", [-5, "all", 200])
+def test_director_panic_threshold_invalid_once(lab, value):
+    """A bad default is reported once, not once per service that takes it."""
+    lab["panic_threshold"] = value
+    with pytest.raises(ModelError) as exc:
+        build_plan(lab)
+    assert exc.value.errors == ["director_panic_threshold: got %r, expected an integer from 0 to 100 "
+                                "(percent of a service's weight; 0 turns panic off)" % (value,)]
+
+
+def test_panic_threshold_refused_with_a_misc_check(lab):
+    lab["services"][0]["health_check"] = {"type": "misc", "script": "/usr/local/bin/check"}
+    lab["services"][0]["panic_threshold"] = 50
+    with pytest.raises(ModelError) as exc:
+        build_plan(lab)
+    assert "director_services[0].panic_threshold: got 50, expected 0 with a misc health check" in str(exc.value)
+    lab["services"][0]["panic_threshold"] = 0
+    assert build_plan(lab)["services"][0]["panic_threshold"] == 0
