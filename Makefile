@@ -31,5 +31,11 @@ lab-destroy: bootstrap-lab
 test: bootstrap
 	tools/test.sh
 
-unit bench pristine lint sanity molecule ipvs: bootstrap
+# Director CPU per datagram, every data plane side by side in the same seconds:
+# prints the table, writes benchmarks/RESULTS.md and benchmarks/ratios.png
+# (BENCH_ARGS=--scale adds 16/256 services and the vmap-dispatch copy).
+bench: bootstrap
+	python benchmarks/bench.py $(BENCH_ARGS)
+
+unit pristine lint sanity molecule ipvs: bootstrap
 	tools/test.sh $@

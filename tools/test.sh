@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # All tests, in the order that fails fastest: unit, the health benchmark,
+# the data-plane benchmark's quick mode,
 # the pristine-machine check, lint, sanity, Molecule (podman lab topology),
 # then real IPVS in QEMU guests.
-#   tools/test.sh [unit|bench|pristine|lint|sanity|molecule|ipvs ...]   (default: all)
+#   tools/test.sh [unit|bench|dataplane|pristine|lint|sanity|molecule|ipvs ...]   (default: all)
 # Expects `tools/bootstrap.sh test` to have run (make test does it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ export ANSIBLE_HOME=$top/.ansible XDG_CACHE_HOME=$top/.cache
 # ssh ControlPersist sockets (the ipvs guests) stay in the checkout too.
 export ANSIBLE_SSH_CONTROL_PATH_DIR=$top/.ansible/cp
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(unit bench pristine lint sanity molecule ipvs)
+[ ${#stages[@]} -gt 0 ] || stages=(unit bench dataplane pristine lint sanity molecule ipvs)
 
 step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 
@@ -108,6 +109,11 @@ for stage in "${stages[@]}"; do
     bench)
       step "benchmark: health checks of 64 real servers, one event loop vs one process per check"
       python tests/bench/bench_health.py --duration 10 --spawn-duration 4
+      ;;
+    dataplane)
+      # quick mode of `make bench`: every path measured, nothing lost
+      step "data-plane bench, quick: every path measured in the same seconds, nothing lost"
+      python benchmarks/bench.py --quick
       ;;
     pristine)
       [ "$want_ipvs" = 0 ] || image_start
