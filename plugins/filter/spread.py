@@ -22,8 +22,9 @@ description:
   - Every datagram not answered (or not counted) lowers each lower bound by one; O(slack)
     widens both bounds for traffic the run did not send.
   - Fails for a server not in O(weights), a server of weight > 0 missing from the input, a
-    server of weight 0 (drained) that got traffic, more than O(max_lost) datagrams lost, and
-    any reply whose source is not O(vip):O(port).
+    server of weight 0 (drained) that got traffic, more than O(max_lost) datagrams lost,
+    any reply whose source is not O(vip):O(port), and a run that was O(aborted) or sent
+    fewer than O(requested) datagrams.
   - Its companions build the inputs - P(datagram.director.spread_weights#filter) the
     O(weights) from the inventory, P(datagram.director.spread_counters#filter) the datagrams
     per real server from the directors' counters.
@@ -66,6 +67,18 @@ options:
     description: Datagrams per real server that other traffic may add or take.
     type: int
     default: 0
+  requested:
+    description:
+      - Datagrams the run was asked to send, RV(datagram.director.udp_spread#module:requested);
+        the judgment fails unless O(sent) equals it (a run that stopped early proves nothing).
+    type: int
+    version_added: 0.2.0
+  aborted:
+    description:
+      - Why the run stopped early, RV(datagram.director.udp_spread#module:aborted); any
+        value fails the judgment.
+    type: str
+    version_added: 0.2.0
 notes:
   - The logic lives in C(plugins/module_utils/spread.py) (C(judge_spread)).
   - The bounds assume that the run's datagrams took consecutive slots of the service's round
@@ -131,13 +144,14 @@ from ansible_collections.datagram.director.plugins.module_utils import spread
 
 
 def spread_check(observed, weights, sent, received=None, reply_sources=None, vip=None, port=None,
-                 max_lost=0, slack=0):
+                 max_lost=0, slack=0, requested=None, aborted=None):
     if reply_sources is not None and (vip is None or port is None):
         raise AnsibleFilterError("spread_check: reply_sources needs vip and port")
     return spread.judge_spread(dict(observed or {}), dict(weights or {}), int(sent),
                                None if received is None else int(received),
                                None if reply_sources is None else dict(reply_sources),
-                               vip, None if port is None else int(port), int(max_lost), int(slack))
+                               vip, None if port is None else int(port), int(max_lost), int(slack),
+                               None if requested is None else int(requested), aborted or None)
 
 
 class FilterModule(object):

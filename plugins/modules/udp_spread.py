@@ -19,6 +19,10 @@ description:
     reported in RV(reply_sources) instead of being dropped silently by the connected socket.
   - With O(interval) it sends a paced stream and reports the longest stretch without
     answered datagrams, which is the takeover time a client sees during a failover.
+  - With O(expect_reply=false), for one-way services (NetFlow, syslog), it sends exactly
+    O(count) datagrams at O(rate) and neither waits for replies nor gives up without them;
+    judge such a run from the directors' counters
+    (P(datagram.director.spread_counters#filter)).
   - Only sends traffic; changes nothing on the host.
 author:
   - datagram.director developers (!UNKNOWN)
@@ -45,9 +49,25 @@ options:
   interval:
     description:
       - Seconds between datagrams for a paced stream. V(0) sends a burst with at most
-        O(window) datagrams in flight.
+        O(window) datagrams in flight (or paces at O(rate)).
     type: float
     default: 0
+  rate:
+    description:
+      - Datagrams per second for a paced stream (the same as O(interval) = 1 / O(rate));
+        O(interval) wins when both are set. Needed with O(expect_reply=false).
+    type: float
+    default: 0
+    version_added: 0.2.0
+  expect_reply:
+    description:
+      - V(true) for a service that answers: the run gives up when nothing at all answers
+        within O(timeout) of the first datagram (RV(aborted)).
+      - V(false) for a one-way service: exactly O(count) datagrams at O(rate) (or
+        O(interval)), no window, never aborted for lack of replies.
+    type: bool
+    default: true
+    version_added: 0.2.0
   window:
     description: Datagrams in flight at most in a burst.
     type: int
@@ -65,7 +85,8 @@ options:
     type: float
     default: 120
 notes:
-  - The logic lives in C(plugins/module_utils/spread.py).
+  - The logic lives in C(plugins/module_utils/udpgen.py), the project's one traffic generator,
+    which also runs as a standalone script on any python3 (C(python3 udpgen.py --help)).
 """
 
 EXAMPLES = r"""
@@ -84,6 +105,14 @@ EXAMPLES = r"""
     interval: 0.005
   async: 60
   poll: 0
+
+- name: A one-way service (NetFlow), 3000 datagrams at 1000/s, judged from the directors' counters
+  datagram.director.udp_spread:
+    vip: 198.51.100.10
+    port: 2055
+    count: 3000
+    rate: 1000
+    expect_reply: false
 """
 
 RETURN = r"""
@@ -93,7 +122,7 @@ requested:
   type: int
   sample: 3000
 aborted:
-  description: Why the run stopped early (no reply at all within O(timeout)), or null.
+  description: Why the run gave up early (no reply at all within O(timeout) when O(expect_reply)), or null.
   returned: always
   type: str
   sample: null
@@ -108,7 +137,9 @@ received:
   type: int
   sample: 3000
 lost:
-  description: RV(requested) minus RV(received).
+  description:
+    - RV(requested) minus RV(received) (with O(expect_reply=false) every datagram the
+      one-way service did not answer).
   returned: always
   type: int
   sample: 0
@@ -142,11 +173,34 @@ order:
   returned: always
   type: list
   elements: str
+expect_reply:
+  description: O(expect_reply).
+  returned: always
+  type: bool
+  sample: true
+  version_added: 0.2.0
+stray_per_server:
+  description: Replies per real server name whose source was not VIP:port.
+  returned: always
+  type: dict
+  sample: {}
+  version_added: 0.2.0
+stopped_by:
+  description: What ended the run before O(count) (V(max_seconds)), or null.
+  returned: always
+  type: str
+  sample: null
+  version_added: 0.2.0
+seconds:
+  description: Duration of the run.
+  returned: always
+  type: float
+  sample: 3.2
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datagram.director.plugins.module_utils.spread import run
+from ansible_collections.datagram.director.plugins.module_utils.udpgen import run
 
 
 def main():
@@ -160,6 +214,8 @@ def main():
             timeout=dict(type="float", default=1.0),
             source_port=dict(type="int", default=0),
             max_seconds=dict(type="float", default=120.0),
+            rate=dict(type="float", default=0.0),
+            expect_reply=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
@@ -168,9 +224,12 @@ def main():
         module.fail_json(msg="port and source_port must be from 1 (0 for source_port) to 65535")
     if p["count"] < 1 or p["window"] < 1:
         module.fail_json(msg="count and window must be at least 1")
+    if not p["expect_reply"] and p["rate"] <= 0 and p["interval"] <= 0:
+        module.fail_json(msg="expect_reply=false needs rate or interval: without replies nothing paces the run")
     try:
         result = run(p["vip"], p["port"], p["count"], interval=p["interval"], window=p["window"],
-                     timeout=p["timeout"], source_port=p["source_port"], max_seconds=p["max_seconds"])
+                     timeout=p["timeout"], source_port=p["source_port"], max_seconds=p["max_seconds"],
+                     expect_reply=p["expect_reply"], rate=p["rate"])
     except OSError as exc:
         module.fail_json(msg="cannot send to %s:%s: %s" % (p["vip"], p["port"], exc))
     module.exit_json(changed=False, **result)

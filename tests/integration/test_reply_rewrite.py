@@ -104,8 +104,8 @@ table ip ops_emulation {
 
 def run_client(ns, window=32):
     code = ("import json, sys; sys.path.insert(0, %r); "
-            "from ansible_collections.datagram.director.plugins.module_utils import spread; "
-            "print(json.dumps(spread.run(%r, 7000, %d, window=%d, timeout=0.5)))"
+            "from ansible_collections.datagram.director.plugins.module_utils import udpgen; "
+            "print(json.dumps(udpgen.run(%r, 7000, %d, window=%d, timeout=0.5)))"
             % (COLLECTIONS_ROOT, VIP, COUNT, window))
     res = sh("ip", "netns", "exec", ns["client"], sys.executable, "-c", code, timeout=120)
     return json.loads(res.stdout)
