@@ -33,7 +33,7 @@ test: bootstrap
 
 # Director CPU per datagram, every data plane side by side in the same seconds:
 # prints the table, writes benchmarks/RESULTS.md and benchmarks/ratios.png
-# (BENCH_ARGS=--scale adds 16/256 services and the vmap-dispatch copy).
+# BENCH_ARGS passes options (benchmarks/bench.py --help).
 bench: bootstrap
 	python benchmarks/bench.py $(BENCH_ARGS)
 

@@ -15,7 +15,8 @@ subtracted, so a ratio is the director's part alone:
 
     python3 benchmarks/bench.py            (root) full run: table, RESULTS.md, ratios.png
     python3 benchmarks/bench.py --quick    every path measured, nothing lost, no files written
-    python3 benchmarks/bench.py --scale    adds 16/256 services and the vmap-dispatch copy
+    python3 benchmarks/bench.py --no-scale without the 16/256-service and vmap-dispatch paths
+    python3 benchmarks/bench.py --from-json FILE   tables and chart again from a --json dump
 """
 
 from __future__ import annotations
@@ -48,14 +49,16 @@ def parse_args(argv):
     """Command line."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     ap.add_argument("--quick", action="store_true", help="one short round; assert every path measured, nothing lost")
-    ap.add_argument("--scale", action="store_true", help="add 16/256 services and the vmap-dispatch copy")
+    ap.add_argument("--no-scale", dest="scale", action="store_false",
+                    help="leave out 16/256 services and the vmap-dispatch copy of the plane")
+    ap.add_argument("--from-json", default="", help="no measuring: tables and chart from a --json dump")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--count", type=int, default=20000, help="datagrams per path per run")
     ap.add_argument("--rate", type=int, default=40000, help="datagrams/s over all paths (paced)")
     ap.add_argument("--sizes", default="64,512")
     ap.add_argument("--ports", default="1,64")
     ap.add_argument("--only", default="", help="comma-separated path names (baselines and route always run)")
-    ap.add_argument("--out", default=HERE, help="where RESULTS.md and ratios.png go")
+    ap.add_argument("--out", default=HERE, help="where RESULTS.md, ratios.png and results.json (raw samples) go")
     ap.add_argument("--json", default="", help="also write the raw samples here")
     args = ap.parse_args(argv)
     if args.quick:
@@ -88,7 +91,7 @@ def build(workdir):
     return exe
 
 
-class Receiver(object):
+class Receiver:
     """The receiver process: every real-server socket of every replica."""
 
     def __init__(self, exe, workdir, replicas):
@@ -257,16 +260,20 @@ def machine():
 def main(argv=None):
     """Entry point."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    preflight()
     paths = registry_mod.registry(scale=args.scale, nginx_cpu=RECEIVER_CPU)
-    if args.only:
-        keep = set(args.only.split(",")) | {"direct_spread", "direct_flow", "route"}
-        paths = [p for p in paths if p.name in keep]
-    workdir = tempfile.mkdtemp(prefix="ddbench.")
-    data = run(args, paths, workdir)
-    data["machine"] = machine()
-    data["args"] = {"rounds": args.rounds, "count": args.count, "rate": args.rate,
-                    "sizes": args.sizes, "ports": args.ports, "scale": args.scale}
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as dump:
+            data = json.load(dump)
+        paths = [p for p in paths if p.name in data["runs"][0]["samples"]]
+    else:
+        preflight()
+        if args.only:
+            keep = set(args.only.split(",")) | {"direct_spread", "direct_flow", "route"}
+            paths = [p for p in paths if p.name in keep]
+        data = run(args, paths, tempfile.mkdtemp(prefix="ddbench."))
+        data["machine"] = machine()
+        data["args"] = {"rounds": args.rounds, "count": args.count, "rate": args.rate,
+                        "sizes": args.sizes, "ports": args.ports, "scale": args.scale}
     table = report.table(paths, data)
     print("\n" + table)
     if args.json:
@@ -279,6 +286,9 @@ def main(argv=None):
         return 1
     print("bench: every path measured (%d), nothing lost" % len(paths))
     if not args.quick:
+        if not args.from_json:
+            with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as out:
+                json.dump(data, out, indent=1)
         report.write(os.path.join(args.out, "RESULTS.md"), paths, data, table)
         chart.write(os.path.join(args.out, "ratios.png"), report.chart_rows(paths, data))
         print("bench: wrote %s and %s" % (os.path.join(args.out, "RESULTS.md"), os.path.join(args.out, "ratios.png")))

@@ -3,10 +3,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """A bar chart as PNG with the standard library only (zlib + struct):
 one horizontal bar per path (median ratio), a whisker for min-max, a line
-at 1.00 (plain routing).  Text in a built-in 3x5 pixel font."""
+at 1.00 (plain routing), on a logarithmic axis.  Text in a built-in 3x5 pixel font."""
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 
@@ -30,7 +31,7 @@ WHITE, BLACK, GREY, BAR, WHISKER, REF = (255, 255, 255), (0, 0, 0), (200, 200, 2
 SCALE = 2
 
 
-class Canvas(object):
+class Canvas:
     """An RGB pixel buffer."""
 
     def __init__(self, width, height):
@@ -66,13 +67,25 @@ class Canvas(object):
                 + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
-def axis_max(rows):
-    """The x axis end: the largest max, rounded up to a whole number >= 2."""
-    top = max([r[3] for r in rows] + [1.0])
-    return max(2, int(top) + 1)
+TICKS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
 
 
-def draw(rows, title="director cpu per datagram: ratio to plain routing (bar median, whisker min-max)"):
+def axis(rows):
+    """(low, high) of the logarithmic x axis: ticks around every row's range
+    (a director-only ratio spans 1 to 40 between kernel paths and a
+    userspace proxy; a log axis keeps the kernel paths apart)."""
+    low = max(0.1, min([r[2] for r in rows] + [1.0]))
+    high = max([r[3] for r in rows] + [2.0])
+    return max([t for t in TICKS if t < low] or [TICKS[0]]), min([t for t in TICKS if t >= high] or [TICKS[-1]])
+
+
+def position(value, low, high, left, width):
+    """Pixel column of ``value`` on a log axis from ``low`` to ``high``."""
+    value = min(max(value, low), high)
+    return left + width * math.log(value / low) / math.log(high / low)
+
+
+def draw(rows, title="director cpu per datagram: ratio to plain routing, log scale (bar median, whisker min-max)"):
     """A Canvas with one bar per (name, median, low, high) row."""
     label_w = max(len(r[0]) for r in rows) * 4 * SCALE + 20
     plot_w, bar_h, gap, top = 640, 18, 10, 40
@@ -80,22 +93,22 @@ def draw(rows, title="director cpu per datagram: ratio to plain routing (bar med
     height = top + len(rows) * (bar_h + gap) + 40
     canvas = Canvas(width, height)
     canvas.text(10, 10, title)
-    xmax = axis_max(rows)
+    low, high = axis(rows)
 
     def xpos(value):
-        return label_w + plot_w * min(value, xmax) / float(xmax)
-    step = 1 if xmax <= 10 else 5
-    for tick in range(0, xmax + 1, step):
-        canvas.rect(xpos(tick), top - 4, xpos(tick) + 1, height - 30, GREY)
-        canvas.text(xpos(tick) - 4, height - 24, str(tick))
-    for n, (name, mid, low, high) in enumerate(rows):
+        return position(value, low, high, label_w, plot_w)
+    for tick in TICKS:
+        if low <= tick <= high:
+            canvas.rect(xpos(tick), top - 4, xpos(tick) + 1, height - 30, GREY)
+            canvas.text(xpos(tick) - 4, height - 24, "%g" % tick)
+    for n, (name, mid, least, most) in enumerate(rows):
         y = top + n * (bar_h + gap)
         canvas.text(10, y + 4, name)
         canvas.rect(label_w, y, xpos(mid), y + bar_h, BAR)
-        canvas.rect(xpos(low), y + bar_h // 2 - 1, xpos(high) + 1, y + bar_h // 2 + 1, WHISKER)
-        for end in (low, high):
+        canvas.rect(xpos(least), y + bar_h // 2 - 1, xpos(most) + 1, y + bar_h // 2 + 1, WHISKER)
+        for end in (least, most):
             canvas.rect(xpos(end), y + 3, xpos(end) + 2, y + bar_h - 3, WHISKER)
-        canvas.text(min(xpos(high) + 6, width - 40), y + 4, "%.2f" % mid)
+        canvas.text(min(xpos(most) + 6, width - 40), y + 4, "%.2f" % mid)
     canvas.rect(xpos(1.0), top - 4, xpos(1.0) + 2, height - 30, REF)
     return canvas
 

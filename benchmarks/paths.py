@@ -30,7 +30,7 @@ SHIPPED_TEMPLATES = os.path.join(TOP, "roles", "nftables", "templates")
 BENCH_TEMPLATES = os.path.join(TOP, "benchmarks", "templates")
 
 
-class Path(object):
+class Path:
     """One measured path.
 
     name      short id (table rows, chart, namespace bookkeeping)
@@ -168,7 +168,7 @@ def nginx_available():
     return bool(shutil.which("nginx")) and os.path.exists(NGINX_MODULE)
 
 
-class Nginx(object):
+class Nginx:
     """nginx stream in the director namespace, one worker pinned to CPU ``cpu``."""
 
     def __init__(self, cpu):
@@ -215,7 +215,7 @@ class Nginx(object):
             pass
 
 
-def registry(scale=False, nginx_cpu=1):
+def registry(scale=True, nginx_cpu=1):
     """Every path, baselines first.  ``scale`` adds the configuration-size
     and cheaper-dispatch paths."""
     rs_paths = [
@@ -224,7 +224,8 @@ def registry(scale=False, nginx_cpu=1):
         Path("direct_flow", "no director: client on the real servers' bridge, port k to real server k mod 3",
              director=False, pattern="flow", target="rs"),
         Path("route", "plain IP routing (the reference, 1.00)", target="rs"),
-        Path("route_nft", "plain routing, shipped ruleset loaded (traffic not for a VIP)", target="rs",
+        Path("route_nft", "plain routing to the real servers with the shipped ruleset loaded: traffic not for a VIP "
+             "(their replies are the service's, so they leave with VIP:port)", target="rs",
              setup=shipped()),
     ]
     vip_paths = [

@@ -104,14 +104,19 @@ def png_pixels(data):
     return width, height, [raw[y * stride + 1:(y + 1) * stride] for y in range(height)]
 
 
-def test_chart_bars_grow_with_the_ratio():
-    canvas = chart.draw([("route", 1.0, 1.0, 1.0), ("nft", 2.0, 1.8, 2.4)])
-    width, height, rows = png_pixels(canvas.png())
+def test_chart_bars_end_at_their_median():
+    rows = [("route", 1.0, 1.0, 1.0), ("nft", 2.0, 1.8, 2.4), ("nginx", 20.0, 15.0, 30.0)]
+    canvas = chart.draw(rows)
+    width, height, pixels = png_pixels(canvas.png())
     assert (width, height) == (canvas.width, canvas.height)
+    low, high = chart.axis(rows)
+    assert (low, high) == (0.5, 50)
+    label_w = max(len(r[0]) for r in rows) * 4 * chart.SCALE + 20
 
-    def bar_length(row):
-        line = rows[row]
-        return sum(1 for x in range(width) if line[x * 3:x * 3 + 3] == bytes(chart.BAR))
-    top = 40
-    first, second = bar_length(top + 2), bar_length(top + 28 + 2)
-    assert first > 0 and second == pytest.approx(2 * first, abs=2)
+    def bar_end(row):
+        line = pixels[row]
+        return max(x for x in range(width) if line[x * 3:x * 3 + 3] == bytes(chart.BAR)) + 1
+    ends = [bar_end(40 + n * 28 + 2) for n in range(1, 3)]
+    for end, (name, mid, lo, hi) in zip(ends, rows[1:]):
+        assert end == pytest.approx(chart.position(mid, low, high, label_w, 640), abs=1), name
+    assert ends[0] < ends[1]
