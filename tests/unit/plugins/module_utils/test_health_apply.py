@@ -559,3 +559,29 @@ def test_program_panics_when_every_check_fails(program, monkeypatch, tmp_path, t
         assert " drop comment " in calls[-1]
         assert state["panic"] is False and panics == []
         assert 'datagram_director_service_panic{service="echo"} 0' in prom
+
+
+@pytest.mark.parametrize("threshold, weight", [(1, "1"), (0, "0")])
+def test_program_ipvs_panic_keeps_every_weight(program, monkeypatch, tmp_path, threshold, weight):
+    """ipvs plane: every check failing leaves each real server its weight in
+    panic (no ipvsadm -e needed, IPVS holds weight 1), and sets 0 with the
+    policy off."""
+    cfg = config([dict(ECHO, panic_threshold=threshold)], "ipvs")
+    cfg.update(state_file=str(tmp_path / "state.json"), textfile=str(tmp_path / "m.prom"))
+    calls = []
+    save = "-A -u 198.51.100.10:7000 -s rr -o\n" + "".join(
+        "-a -u 198.51.100.10:7000 -r 203.0.113.%d:7000 -m -w 1\n" % n for n in (21, 22, 23))
+
+    def run(argv, stdin=None):
+        calls.append(argv)
+        return (0, save, "") if argv[:2] == ["ipvsadm", "-S"] else (0, "", "")
+    monkeypatch.setattr(program, "run", run)
+    monkeypatch.setattr(program, "log", lambda level, msg: None)
+    d = program.Director(cfg)
+    d.holding = False
+    for name in ("echo_0", "echo_1", "echo_2"):
+        d.engine.entries[name].state.record(False, "timed out")   # never up: every check failed
+    assert d.apply({"echo"}, force=True)
+    edits = [argv for argv in calls if argv[:2] == ["ipvsadm", "-e"]]
+    assert [argv[-1] for argv in edits] == ([] if threshold else ["0", "0", "0"])
+    assert d.applied["echo"] == [int(weight)] * 3
