@@ -231,9 +231,8 @@ def run(args, paths, workdir):
                 for ports in args.ports:
                     samples = measured_run(ctx, size, ports, args.count, args.rate)
                     runs.append({"round": rnd, "size": size, "ports": ports, "samples": samples})
-                    print("round %d, %d bytes, %d port(s): %s" % (
-                        rnd + 1, size, ports, ", ".join("%s %.0f ns" % (n, stats.per_datagram_ns(s))
-                                                       for n, s in samples.items())), flush=True)
+                    line = ", ".join("%s %.0f ns" % (n, stats.per_datagram_ns(s)) for n, s in samples.items())
+                    print("round %d, %d bytes, %d port(s): %s" % (rnd + 1, size, ports, line), flush=True)
         csum = dict((p.name, sum(topo.csum_errors(ns) for ns in ctx["replicas"][p.name]["rs"].values()))
                     for p in paths)
     finally:

@@ -2,7 +2,8 @@
  * ddbench: the measuring tool of `make bench` (compiled at bench time).
  *
  *   ddbench send CONFIG   one thread, pinned by the caller, rotates batches of
- *                         datagrams over every path's client sockets and adds
+ *                         datagrams over every path's client sockets (in an
+ *                         order shuffled every cycle) and adds
  *                         its own CPU clock around each sendmmsg to that path
  *   ddbench recv CONFIG   counts datagrams per real-server socket; echoes the
  *                         ones marked 'E'; prints the counts on SIGUSR1
@@ -218,11 +219,27 @@ static void collect_replies(int wait_ms)
 	}
 }
 
+/* Fisher-Yates with xorshift64: a fixed, reproducible sequence of orders. */
+static void shuffle(int *order, int n, uint64_t *state)
+{
+	int i, j, t;
+
+	for (i = n - 1; i > 0; i--) {
+		*state ^= *state << 13;
+		*state ^= *state >> 7;
+		*state ^= *state << 17;
+		j = (int)(*state % (uint64_t)(i + 1));
+		t = order[i];
+		order[i] = order[j];
+		order[j] = t;
+	}
+}
+
 static int run_send(FILE *cfg)
 {
 	char line[4096], buf[65536];
-	int size = 64, batch = 32, echo = 0, i;
-	uint64_t count = 1000, rate = 0, seconds = 60, t0, due, k;
+	int size = 64, batch = 32, echo = 0, i, order[MAXPATHS];
+	uint64_t count = 1000, rate = 0, seconds = 60, t0, due, k, seed = 0x9e3779b97f4a7c15ull;
 
 	while (fgets(line, sizeof(line), cfg)) {
 		if (strncmp(line, "path ", 5) == 0)
@@ -240,10 +257,15 @@ static int run_send(FILE *cfg)
 	buf[0] = echo ? 'E' : 'M';
 	t0 = clock_ns(CLOCK_MONOTONIC);
 	/* Rotate: one batch per path in turn, paced to RATE over all paths,
-	 * bounded by COUNT per path and SECONDS overall. */
+	 * bounded by COUNT per path and SECONDS overall.  The order is shuffled
+	 * every cycle: a path that evicts caches (a long ruleset, a userspace
+	 * peer) must not always precede the same path. */
+	for (i = 0; i < npaths; i++)
+		order[i] = i;
 	for (k = 0; k * batch < count; k++) {
+		shuffle(order, npaths, &seed);
 		for (i = 0; i < npaths; i++)
-			send_batch(&paths[i], buf, size, batch);
+			send_batch(&paths[order[i]], buf, size, batch);
 		if (rate) {
 			due = t0 + (k + 1) * batch * npaths * 1000000000ull / rate;
 			while (clock_ns(CLOCK_MONOTONIC) < due)

@@ -19,7 +19,7 @@ import time
 import jinja2
 
 import topology as topo
-from stats import lean_ruleset
+from stats import lean_ruleset, without_counters, without_fragment_rules
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "plugins", "module_utils"))
@@ -224,12 +224,16 @@ def registry(scale=True, nginx_cpu=1):
         Path("direct_flow", "no director: client on the real servers' bridge, port k to real server k mod 3",
              director=False, pattern="flow", target="rs"),
         Path("route", "plain IP routing (the reference, 1.00)", target="rs"),
+        Path("route_twin", "plain routing again, in a replica of its own: the harness's own noise (reads 1.00)",
+             target="rs"),
         Path("route_nft", "plain routing to the real servers with the shipped ruleset loaded: traffic not for a VIP "
              "(their replies are the service's, so they leave with VIP:port)", target="rs",
              setup=shipped()),
     ]
     vip_paths = [
         Path("nft", "shipped nftables plane (rendered template, loaded unchanged)", setup=shipped()),
+        Path("nft_nocount", "shipped plane without named counters", setup=shipped(transform=without_counters)),
+        Path("nft_nofrag", "shipped plane without fragment rules", setup=shipped(transform=without_fragment_rules)),
         Path("nft_lean", "same without named counters and fragment rules",
              setup=shipped(transform=lean_ruleset)),
         Path("dnat", "stateful `dnat to numgen` (per flow)", pattern="flow", setup=dnat_numgen),
@@ -241,6 +245,8 @@ def registry(scale=True, nginx_cpu=1):
             Path("nft_256", "shipped plane, 256 services (the measured one last)", setup=shipped(256)),
             Path("vmap", "copy with one `daddr . dport` vmap dispatch, 1 service",
                  setup=shipped(1, "dataplane_vmap.nft.j2", BENCH_TEMPLATES)),
+            Path("vmap_lean", "copy with one `daddr . dport` vmap dispatch, 1 service, no named counters",
+                 setup=shipped(1, "dataplane_vmap.nft.j2", BENCH_TEMPLATES, without_counters)),
             Path("vmap_256", "copy with one `daddr . dport` vmap dispatch, 256 services",
                  setup=shipped(256, "dataplane_vmap.nft.j2", BENCH_TEMPLATES)),
         ]

@@ -85,12 +85,20 @@ _FRAGMENT_RULE = re.compile(r"^.*(?:frag-off|exthdr frag).*\n", re.M)
 _NAMED_COUNTER = re.compile(r' counter name "[^"]*"')
 
 
+def without_counters(text):
+    """A ruleset without its named counters (declarations and references)."""
+    return _NAMED_COUNTER.sub("", _COUNTER_DECL.sub("", text))
+
+
+def without_fragment_rules(text):
+    """A ruleset without the rules that match fragments."""
+    return _FRAGMENT_RULE.sub("", text)
+
+
 def lean_ruleset(text):
     """The shipped ruleset without its named counters and fragment rules
     (the same dispatch, rewrite and fwd otherwise)."""
-    text = _FRAGMENT_RULE.sub("", text)
-    text = _COUNTER_DECL.sub("", text)
-    return _NAMED_COUNTER.sub("", text)
+    return without_counters(without_fragment_rules(text))
 
 
 def fmt_range(values, digits=2):
