@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.abspath(BENCH))
 # pylint: disable=wrong-import-position,import-error
 import chart  # noqa: E402
 import paths  # noqa: E402
+import report  # noqa: E402
 import stats  # noqa: E402
 
 
@@ -120,3 +121,20 @@ def test_chart_bars_end_at_their_median():
     for end, (name, mid, lo, hi) in zip(ends, rows[1:]):
         assert end == pytest.approx(chart.position(mid, low, high, label_w, 640), abs=1), name
     assert ends[0] < ends[1]
+
+
+def synthetic_run(size, ports, **ns):
+    """One run whose paths cost ``ns`` per datagram (100 sent, all received)."""
+    return {"size": size, "ports": ports, "round": 0,
+            "samples": dict((name, {"sent": 100, "cpu_ns": cost * 100, "received": {"rs1": 100}})
+                            for name, cost in ns.items())}
+
+
+def test_each_path_subtracts_the_baseline_of_its_own_pattern():
+    run = synthetic_run(64, 1, direct_spread=8000, direct_flow=7000, route=9000, nft=9500, dnat=9000)
+    by_name = dict((p.name, p) for p in paths.registry(scale=False))
+    nft, = [r for s, p, r in report.ratios(by_name["nft"], [run])[0]]
+    dnat, = [r for s, p, r in report.ratios(by_name["dnat"], [run])[0]]
+    # nft: (9500 - 8000) / (9000 - 8000); dnat (per flow): (9000 - 7000) / 1000
+    assert (nft, dnat) == (pytest.approx(1.5), pytest.approx(2.0))
+    assert by_name["dnat"].pattern == "flow" and by_name["nft"].pattern == "spread"
