@@ -249,6 +249,10 @@ def registry(scale=True, nginx_cpu=1):
                  setup=shipped(1, "dataplane_vmap.nft.j2", BENCH_TEMPLATES, without_counters)),
             Path("vmap_256", "copy with one `daddr . dport` vmap dispatch, 256 services",
                  setup=shipped(256, "dataplane_vmap.nft.j2", BENCH_TEMPLATES)),
+            Path("route_nft_256", "plain routing to the real servers, shipped ruleset of 256 services loaded",
+                 target="rs", setup=shipped(256)),
+            Path("route_vmap_256", "plain routing to the real servers, vmap-dispatch copy of 256 services loaded",
+                 target="rs", setup=shipped(256, "dataplane_vmap.nft.j2", BENCH_TEMPLATES)),
         ]
     if nginx_available():
         peer = Nginx(nginx_cpu)
