@@ -90,10 +90,14 @@ install -m 0600 "$image/id_ed25519" "$state/id_ed25519"
 cat "$state/d1/known_hosts" "$state/d2/known_hosts" > "$state/known_hosts"
 printf 'd1=%s\nd2=%s\n' $((base + 1)) $((base + 2)) > "$state/ports"
 # Guest-side tools and network set-up over ONE ssh connection per guest (no
-# Python, no Ansible module: under TCG each module run costs 5-15 s).
+# Python, no Ansible module: under TCG each module run costs 5-15 s). The
+# traffic generator and the echo are the project's own (udpgen.py of the
+# module udp_spread, the lab echo of roles/lab_realserver).
 t2=$(now)
+top="$(cd "$here/../.." && pwd)"
 setup() {  # setup NAME
-  tar -C "$here/files" -cf - echo.py loadgen.py netsetup.sh probe.sh reload.sh startup.sh healthdrill.sh job.sh |
+  tar -cf - -C "$here/files" netsetup.sh probe.sh reload.sh startup.sh healthdrill.sh job.sh \
+      -C "$top/plugins/module_utils" udpgen.py -C "$top/roles/lab_realserver/files" datagram-echo |
     ssh -F "$state/$1/ssh_config" ddguest \
       "mkdir -p /opt/ddipvs && tar -C /opt/ddipvs --no-same-owner -xf - && bash /opt/ddipvs/netsetup.sh $1" \
       > "$state/$1/setup.log" 2>&1

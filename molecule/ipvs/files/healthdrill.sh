@@ -15,17 +15,17 @@
 # none to rs2 (at most OUT_LIMIT s: when the health program never acts, the
 # drill goes on and the checks see the loss); it is started again OUT
 # datagrams later; the stream ends AFTER datagrams after rs2 got one again
-# (SIGTERM to loadgen.py; RATE x 60 s only bound it).
+# (SIGTERM to udpgen.py, the generator; RATE x 60 s only bound it).
 # Prints one JSON object: stop, restart and listen times (epoch s: the echo
 # was started at restart and bound its port at listen), the forwarded
 # count at each step ("*_seq", the client's sequence number: one port, one
-# director, nothing lost before the real servers) and loadgen's result.
+# director, nothing lost before the real servers) and the generator's result.
 set -euo pipefail
 rate=$1 before=$2 out_window=$3 after=$4
 OUT_RUN=30 OUT_LIMIT=30 BACK_LIMIT=60
 client=198.51.100.100 table=ddipvs_drill
 out=$(mktemp /run/ddipvs-drill.XXXXXX)
-echo_cmd=(ip netns exec rs2 setsid python3 /opt/ddipvs/echo.py rs2 7000)
+echo_cmd=(ip netns exec rs2 setsid python3 /opt/ddipvs/datagram-echo --name rs2 7000)
 echo_log=/var/log/ddipvs-echo-rs2.log
 
 counters_add() {
@@ -118,10 +118,11 @@ counters_del
 counters_add
 lg=
 trap 'rm -f "$out"; counters_del; [ -z "$lg" ] || kill -TERM "$lg" 2>/dev/null || true' EXIT
-ip netns exec client python3 /opt/ddipvs/loadgen.py 198.51.100.10 7000 44000 1 "$rate" 60 > "$out" &
+ip netns exec client python3 /opt/ddipvs/udpgen.py 198.51.100.10 7000 --source-port 44000 --rate "$rate" \
+  --count $((rate * 60)) --trace > "$out" &
 lg=$!
 
-pid=$(pgrep -f '^python3 /opt/ddipvs/echo.py rs2 7000$' | head -1)
+pid=$(pgrep -f '^python3 /opt/ddipvs/datagram-echo --name rs2 7000$' | head -1)
 [ -n "$pid" ] || { echo "healthdrill: rs2's echo is not running" >&2; exit 1; }
 until_total "$before" 60
 # the time is taken before the kill: a fork for `date` after it may come late
@@ -143,7 +144,7 @@ if until_rs2_back "$rs2_at_restart"; then
   back_seq=$(total)
   until_total "$((back_seq + after))" 60
 fi
-# loadgen may have ended at its own bound already (a slow run): not an error here
+# the generator may have ended at its own bound already (a slow run): not an error here
 kill -TERM "$lg" 2>/dev/null || true
 wait "$lg" || true
 lg=

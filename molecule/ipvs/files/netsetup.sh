@@ -2,8 +2,8 @@
 # Guest-side network set-up of the ipvs scenario (run as: bash netsetup.sh ROLE).
 # ROLE d1: director1.  ROLE d2: director2, plus the lab on the same segments:
 # network namespaces "client" (front) and rs1..rs3 (back), attached to the
-# bridges, real servers answering "<name> <payload>" with their default
-# route via the backend gateway VIP.
+# bridges, real servers answering "<name> <payload>" (datagram-echo, the lab
+# echo) with their default route via the backend gateway VIP.
 # Both: bridges "front" and "back" (the director interfaces of the
 # inventory) with the QEMU link NICs (found by MAC) as ports.
 # Addresses: front 198.51.100.0/24, back 203.0.113.0/24 (see inventory).
@@ -49,7 +49,7 @@ for i in 1 2 3; do
   ns_add "rs$i" back "203.0.113.2$i" "52:54:00:dd:bb:2$i"
   ip -n "rs$i" route replace default via 203.0.113.10
   if ! ip netns exec "rs$i" ss -Hlun 'sport = :7000' | grep -q .; then
-    ip netns exec "rs$i" setsid python3 /opt/ddipvs/echo.py "rs$i" 7000 \
+    ip netns exec "rs$i" setsid python3 /opt/ddipvs/datagram-echo --name "rs$i" 7000 \
       > "/var/log/ddipvs-echo-rs$i.log" 2>&1 < /dev/null &
   fi
 done

@@ -4,7 +4,7 @@
 # of its own (prerouting, priority -450: before notrack, conntrack and IPVS),
 # so a test can start its action only once the client's stream is arriving,
 # and time its events by the stream itself: the counter is the sequence
-# number of the next datagram of loadgen.py's stream (reset before it starts;
+# number of the next datagram of udpgen.py's stream (reset before it starts;
 # the front link is a QEMU stream netdev, which loses nothing), independent of
 # how fast either guest runs under TCG. The table also keeps the stream's
 # sources, so probe_stop_stream can tell the client when the test is done.
@@ -47,8 +47,8 @@ wait_stream() {  # wait_stream MIN LIMIT
   return 1
 }
 
-# Tell loadgen.py the test is done: its stop payload to every source of the
-# stream, three times (a datagram, not a promise; loadgen's count and time
+# Tell udpgen.py the test is done: its stop payload to every source of the
+# stream, three times (a datagram, not a promise; the generator's count and time
 # bounds remain). Sent from this director's own address, not the VIP.
 probe_stop_stream() {
   local src i

@@ -1,6 +1,7 @@
 #!/bin/sh
 # shellcheck disable=SC2015,SC2016,SC2086  # `check && ok || bad`: ok only prints; awk programs; fixed words
-# Runs inside the guest as /mnt/host/run (cwd = the 9p share).
+# Runs inside the guest as /mnt/host/run (cwd = the 9p share, which holds
+# udpgen.py and datagram-echo: the project's generator and echo).
 # Director = guest root netns; client netns "cli"; real servers rs1..rs3.
 #   cli0 198.51.100.2/24  <->  d-cli 198.51.100.1/24 (VIP, on the veth)
 #   rsN eth0 203.0.113.1N/24 <-> bridge br-rs 203.0.113.1/24 in the director
@@ -43,22 +44,29 @@ for i in 1 2 3; do
   ip -n rs$i link set lo up; ip -n rs$i link set eth0 up
   ip netns exec rs$i ethtool -K eth0 tx off >/dev/null
   ip -n rs$i route add default via 203.0.113.1
-  rm -f rs$i.log
-  ip netns exec rs$i $PY ./udp_echo.py rs$i 5353 /tmp/rs$i.log &
+  ip netns exec rs$i $PY ./datagram-echo --name rs$i 5353 > /tmp/rs$i.log 2>&1 &
 done
 for i in 1 2 3; do
-  n=0; while ! grep -q ready /tmp/rs$i.log 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
+  n=0; while ! grep -q '^listening' /tmp/rs$i.log 2>/dev/null && [ $n -lt 300 ]; do sleep 0.1; n=$((n+1)); done
 done
 ip -br addr; ip netns exec cli busybox ping -c1 -W2 203.0.113.11 >/dev/null 2>&1 && ok "routing cli -> rs1" || bad "routing cli -> rs1"
 
-rs_counts() {  # rs_counts TAG -> "rs1=.. rs2=.. rs3=.."
-  for i in 1 2 3; do printf 'rs%s=%s ' $i "$(grep -c "^$1-" /tmp/rs$i.log)"; done
+rs_counts() {  # rs_counts TAG -> "rs1=.. rs2=.. rs3=.. " replies per real server, from any source
+  $PY -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+c = dict(d["stray_per_server"])
+for k, v in d["per_server"].items():
+    c[k] = c.get(k, 0) + v
+print("".join("rs%d=%d " % (i, c.get("rs%d" % i, 0)) for i in (1, 2, 3)), end="")' "result-$1.json"
+}
+from_vip() {  # from_vip TAG -> replies whose source was VIP:port (the connected socket's)
+  $PY -c 'import json, sys; print(json.load(open(sys.argv[1]))["received"])' "result-$1.json"
 }
 conn_udp() {  # UDP rows in /proc/net/ip_vs_conn for VIP port $1 (ipvsadm -Lnc: $5 = virtual)
   ipvsadm -Lnc | awk -v v="$VIP:$1" '$1 == "UDP" && $5 == v { n++ } END { print n + 0 }'
 }
-run_client() {  # TAG PORT SPORT
-  ip netns exec cli $PY ./udp_client.py "$1" $VIP "$2" "$3" $N cli0 | tee "result-$1.json"
+run_client() {  # TAG PORT SPORT: N datagrams from one port, a connected socket + a catch-all
+  ip netns exec cli $PY ./udpgen.py $VIP "$2" --count $N --source-port "$3" | tee "result-$1.json"
 }
 add_rs() { for i in 1 2 3; do ipvsadm -a -u $VIP:$1 -r 203.0.113.1$i:5353 -m -w 1; done; }
 
@@ -98,8 +106,8 @@ NFT
 run_client C 5355 40003
 c=$(rs_counts C); echo "C per-real-server: $c"
 nft delete table ip ddsmoke
-grep -q '"rs1 from 198.51.100.1:5355": 100' result-C.json && grep -q '"rs3 from 198.51.100.1:5355": 100' result-C.json \
-  && ok "C connected socket got replies from the VIP" || bad "C connected socket"
+[ "$(from_vip C)" = "$N" ] && [ "$c" = "rs1=100 rs2=100 rs3=100 " ] \
+  && ok "C connected socket got every reply from the VIP" || bad "C connected socket: $(from_vip C) from the VIP"
 ip netns exec cli awk '/^Udp:/ { if (h) { print "C client Udp: InDatagrams=" $3 " InErrors=" $4 " InCsumErrors=" $NF } else { h=1 } }' /proc/net/snmp
 
 section "D: keepalived virtual_server with ops"
