@@ -85,13 +85,13 @@ table ip dd_drill_pin {
     }
 }
 """ % (VIP, RS))
-        code = ("import socket\n"
-                "for sport, dport in %r:\n"
-                "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                "    s.bind((%r, sport))\n"
-                "    s.sendto(b'pin', (%r, dport))\n"
-                "    s.close()\n" % (SENDS, CLIENT, VIP))
-        sh("ip", "netns", "exec", ns["client"], sys.executable, "-c", code)
+        # one datagram per (client port, VIP port), one-way: the project's generator
+        gen = os.path.join(REPO, "plugins", "module_utils", "udpgen.py")
+        for sport, dport in SENDS:
+            sent = json.loads(sh("ip", "netns", "exec", ns["client"], sys.executable, gen, VIP, str(dport),
+                                 "--count", "1", "--rate", "100", "--no-reply", "--timeout", "0.1",
+                                 "--source-port", str(sport)).stdout)
+            assert sent["sent"] == 1, sent
         interpreter = tmp_path / "python-in-director"
         interpreter.write_text('#!/bin/sh\nexec ip netns exec %s %s "$@"\n' % (ns["dir"], sys.executable))
         interpreter.chmod(0o755)
