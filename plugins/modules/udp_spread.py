@@ -61,9 +61,9 @@ options:
     version_added: 0.2.0
   expect_reply:
     description:
-      - V(true) for a service that answers: the run gives up when nothing at all answers
+      - V(true) for a service that answers. The run gives up when nothing at all answers
         within O(timeout) of the first datagram (RV(aborted)).
-      - V(false) for a one-way service: exactly O(count) datagrams at O(rate) (or
+      - V(false) for a one-way service. Exactly O(count) datagrams at O(rate) (or
         O(interval)), no window, never aborted for lack of replies.
     type: bool
     default: true

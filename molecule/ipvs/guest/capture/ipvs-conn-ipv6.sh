@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs inside the guest as /mnt/host/run (cwd = the 9p share): real IPv6
+# Runs inside the guest as /mnt/host/run (cwd = the 9p share, which must
+# hold udpgen.py and datagram-echo, the project's generator and echo): real IPv6
 # rows of /proc/net/ip_vs_conn and ip_vs_conn_sync for the unit tests'
 # fixtures. A service WITHOUT ops (so that entries are hashed), NAT to two
 # real servers in namespaces, three client ports sending three datagrams
@@ -31,35 +32,18 @@ for i in 1 2; do
   ip -n rs$i addr add 2001:db8:113::2$i/64 dev eth0 nodad
   ip -n rs$i link set eth0 up
   ip -n rs$i -6 route add default via 2001:db8:113::1
-  ip netns exec rs$i python3 -c '
-import socket
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.bind(("::", 7000))
-while True:
-    d, a = s.recvfrom(2048)
-    s.sendto(d, a)
-' &
+  ip netns exec rs$i python3 ./datagram-echo --name rs$i 7000 > /tmp/echo-rs$i.log 2>&1 &
 done
-sleep 1
+for i in 1 2; do
+  n=0; while ! grep -q '^listening' /tmp/echo-rs$i.log && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
+done
 ipvsadm -A -u '[2001:db8:51::10]:7000' -s rr
 ipvsadm -a -u '[2001:db8:51::10]:7000' -r '[2001:db8:113::21]:7000' -m -w 1
 ipvsadm -a -u '[2001:db8:51::10]:7000' -r '[2001:db8:113::22]:7000' -m -w 1
-ip netns exec cli python3 -c '
-import socket
-answered = 0
-for port in (40000, 40001, 40002):
-    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    s.bind(("::", port))
-    s.settimeout(2)
-    for _ in range(3):
-        s.sendto(b"capture", ("2001:db8:51::10", 7000))
-        try:
-            s.recvfrom(2048)
-            answered += 1
-        except OSError:
-            pass
-print("answered", answered, "of 9")
-'
+# 9 datagrams, one at a time, round robin over the client ports 40000-40002
+ip netns exec cli python3 ./udpgen.py 2001:db8:51::10 7000 --count 9 --window 1 --timeout 2 \
+  --source-port 40000 --ports 3 > udpgen_ipv6.json
+python3 -c 'import json; d = json.load(open("udpgen_ipv6.json")); print("answered", d["received"], "of", d["sent"])'
 cat /proc/net/ip_vs_conn > ip_vs_conn_ipv6_qemu.txt
 cat /proc/net/ip_vs_conn_sync > ip_vs_conn_sync_ipv6_qemu.txt
 ipvsadm -Sn > ipvsadm_save_ipv6_qemu.txt
