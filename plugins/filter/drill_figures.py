@@ -17,7 +17,8 @@ description:
     per-real-server counters; V(-1) when unreadable).
   - C(takeover_s) is the time from O(fault) to the first sample in which the new master's
     OWN forwarding counter exceeds its value at the fault (the first datagram it forwarded), so
-    its resolution is the sampling step.
+    its resolution is the sampling step. A counter with no reading before the fault (a director
+    that boots after it) counts from 0.
   - A director's state lasts until its next sample, and after its last one for O(stale) seconds
     at most: a director killed mid-drill (its samples end) holds nothing afterwards.
   - A figure that the samples cannot show is V(null) and named in C(missing).
@@ -26,7 +27,7 @@ options:
   _input:
     description:
       - Per director, its samples oldest first, each a line C(TIME MASK FORWARDED) or a three-item list
-        (the text of the sampler's file is split into lines).
+        (the lines of the sampler's file; blank lines and lines starting with C(#) are skipped).
     type: dict
     required: true
   fault:
@@ -90,11 +91,20 @@ _value:
     forwarded:
       description: Per director, how much its counter grew over its samples (V(null) when never readable).
       type: dict
+    forwarded_after:
+      description: Per director, how much its counter grew after O(fault) (from 0 without a reading before it).
+      type: dict
     step_s:
       description: The median time between two samples of a director.
       type: float
     samples:
       description: Samples per director.
+      type: dict
+    holding_all:
+      description: Per director, in how many of its samples it held every VIP.
+      type: dict
+    holding_any:
+      description: Per director, in how many of its samples it held one VIP or more.
       type: dict
     missing:
       description: The names of the figures above that are V(null).
@@ -113,7 +123,7 @@ def _parse(raw):
     """[(time, mask, forwarded)] from lines or triples, blank lines skipped."""
     out = []
     for item in raw:
-        if isinstance(item, str) and not item.strip():
+        if isinstance(item, str) and (not item.strip() or item.lstrip().startswith("#")):
             continue
         try:
             fields = item.split() if isinstance(item, str) else list(item)
@@ -162,6 +172,13 @@ def _forwarded(samples):
     return readable[-1] - readable[0] if readable else None
 
 
+def _forwarded_after(samples, fault):
+    """How much the counter grew from the last reading at or before the fault (else 0) to the last one."""
+    readable = [(t, f) for t, _m, f in samples if f >= 0]
+    before = [f for t, f in readable if t <= fault]
+    return readable[-1][1] - (before[-1] if before else 0) if readable else None
+
+
 def _median_step(samples):
     gaps = sorted(b[0] - a[0] for a, b in zip(samples, samples[1:]))
     return round(gaps[len(gaps) // 2], 3) if gaps else None
@@ -174,8 +191,9 @@ def drill_figures(samples, fault, old, new, vips, stale=0.5):
     series = dict((name, _parse(raw)) for name, raw in samples.items())
     full = (1 << vips) - 1
     before = [f for t, _m, f in series[new] if t <= fault and f >= 0]
-    base = before[-1] if before else None
-    takeover = None if base is None else _first(series[new], fault, lambda m, f: f > base)
+    # no reading before the fault: the counter was created after it, from 0
+    base = before[-1] if before else 0
+    takeover = _first(series[new], fault, lambda m, f: f > base)
     released = _first(series[old], fault, lambda m, f: m == 0)
     back = None if released is None else _first(series[old], released, lambda m, f: m == full)
     duplicate, windows = _duplicate(list(series.values()), stale)
@@ -187,8 +205,11 @@ def drill_figures(samples, fault, old, new, vips, stale=0.5):
         "duplicate_s": round(duplicate, 3),
         "duplicate_windows": [[_since(a, fault), _since(b, fault)] for a, b in windows],
         "forwarded": dict((name, _forwarded(s)) for name, s in series.items()),
+        "forwarded_after": dict((name, _forwarded_after(s, fault)) for name, s in series.items()),
         "step_s": _median_step(series[new]),
         "samples": dict((name, len(s)) for name, s in series.items()),
+        "holding_all": dict((name, len([m for _t, m, _f in s if m == full])) for name, s in series.items()),
+        "holding_any": dict((name, len([m for _t, m, _f in s if m])) for name, s in series.items()),
     }
     result["missing"] = [name for name in FIGURES if result[name] is None]
     return result

@@ -32,7 +32,11 @@ def test_clean_takeover():
     assert fig["back_s"] is None
     assert fig["duplicate_s"] == 0.0
     assert fig["forwarded"] == {"d1": 20, "d2": 18}
+    assert fig["forwarded_after"] == {"d1": 0, "d2": 18}
     assert fig["missing"] == ["back_s"]
+    assert fig["samples"] == {"d1": 4, "d2": 5}
+    assert fig["holding_all"] == {"d1": 2, "d2": 3}
+    assert fig["holding_any"] == {"d1": 2, "d2": 3}
 
 
 def test_counter_that_never_grows_is_missing_not_zero():
@@ -119,3 +123,12 @@ def test_table_refuses_bad_records():
         drill_table("not a list")
     with pytest.raises(AnsibleFilterError):
         drill_table([{"load": 1}])
+
+
+def test_a_director_that_boots_after_the_fault_counts_from_zero():
+    """The rejoin of a crashed host: its sampler starts with it, its ruleset from 0."""
+    master = lines([(99.9, ALL, 900), (100.5, ALL, 1000), (101.5, 0, 1100), (102.0, 0, 1100)])
+    back = lines([(100.8, 0, -1), (101.0, 0, 0), (101.4, ALL, 0), (101.6, ALL, 40)])
+    fig = drill_figures({"d2": master, "d1": back}, FAULT, "d2", "d1", 2)
+    assert fig["takeover_s"] == 1.6
+    assert fig["forwarded_after"] == {"d2": 200, "d1": 40}
