@@ -36,11 +36,21 @@ def installed(tmp_path_factory):
     return tarball[0], dest
 
 
-def test_tarball_holds_no_local_state(installed):
-    names = subprocess.run(["tar", "-tzf", installed[0]], check=True, capture_output=True, text=True).stdout
-    for junk in (".venv/", ".collections/", "artifacts/", ".ci/", ".hypothesis/"):
-        assert junk not in names
+def _tarball_names(tarball):
+    out = subprocess.run(["tar", "-tzf", tarball], check=True, capture_output=True, text=True).stdout
+    return [name[2:] if name.startswith("./") else name for name in out.splitlines()]
+
+
+def test_tarball_holds_no_local_state_and_no_test_material(installed):
+    names = _tarball_names(installed[0])
+    tops = sorted({name.split("/", 1)[0] for name in names})
+    dev = (".venv", ".collections", ".cache", ".ansible", "artifacts", ".ci", ".hypothesis",
+           "molecule", "tests", "tools", "benchmarks", "inventories", "Makefile", "pytest.ini",
+           "requirements.txt", "ansible.cfg", ".pytest_cache", ".gitignore", ".ansible-lint")
+    assert not [top for top in tops if top in dev], tops
+    assert not [name for name in names if name.startswith("changelogs/fragments/") and name != "changelogs/fragments/"]
     assert "roles/vrrp/templates/keepalived.conf.j2" in names
+    assert "MANIFEST.json" in names
 
 
 def test_fqcns_resolve_from_the_installed_collection(installed, tmp_path):
