@@ -26,6 +26,7 @@ TEST_PACKAGES=(
   keepalived                      # `keepalived -t` on rendered configs
   dnsmasq-base freeradius sip-tester dnsutils socat shellcheck  # real peers and tools
   gcc libc6-dev nginx libnginx-mod-stream  # make bench: its C sender (compiled at bench time), nginx stream as a measured peer
+  nginx-common                    # carries nginx.service: named so the bootstrap leaves it disabled
 )
 # chrony (NTP peer of the health tests) is unpacked into .cache/peers, not
 # installed: installing it would remove the host's systemd-timesyncd.

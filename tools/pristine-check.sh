@@ -42,6 +42,7 @@ COMMANDS=(
   keepalived                                          # tests/unit/roles/test_templates.py
   dnsmasq freeradius sipp dig socat shellcheck        # tests/integration/test_health_servers.py
   make git rsync sha256sum flock unshare setsid        # Makefile, tools/*.sh
+  cc nginx taskset pgrep                              # benchmarks/bench.py (make bench)
 )
 # podman 4.3 looks for its network helpers here (helper_binaries_dir).
 HELPER_DIRS=(/usr/local/libexec/podman /usr/local/lib/podman /usr/libexec/podman /usr/lib/podman)
