@@ -147,7 +147,7 @@ PY
       ;;
     molecule)
       image_wait
-      step "molecule test (podman: lab topology, check, idempotence, verify, failover)"
+      step "molecule test (podman: lab topology, check, idempotence, verify, health, stuck, drift, drill suite)"
       use_installed_collection
       molecule_logged default
       ;;

@@ -59,7 +59,7 @@ def test_fqcns_resolve_from_the_installed_collection(installed, tmp_path):
     env.pop("ANSIBLE_CONFIG", None)
     inv = tmp_path / "hosts.yml"
     inv.write_text("all:\n  children:\n    directors:\n      hosts: {a: {}, b: {}}\n    clients:\n      hosts: {c: {}}\n")
-    for playbook in ("site", "verify", "failover", "flush_stuck", "realserver", "lab", "lab_destroy"):
+    for playbook in ("site", "verify", "failover", "drill", "flush_stuck", "realserver", "lab", "lab_destroy"):
         res = subprocess.run([tool("ansible-playbook"), "--syntax-check", "-i", str(inv), "datagram.director." + playbook],
                              capture_output=True, text=True, env=env, cwd=str(tmp_path), check=False)
         assert res.returncode == 0, playbook + res.stdout + res.stderr
