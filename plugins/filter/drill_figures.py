@@ -10,7 +10,7 @@ short_description: Takeover, duplicate VIPs and forwarded datagrams of a failove
 version_added: 0.2.0
 author: datagram.director developers (!UNKNOWN)
 description:
-  - Reads the samples that the drill's sampler took on each director (C(playbooks/drills/sampler.py)):
+  - Reads the samples that the drill's sampler took on each director (C(playbooks/drills/sampler.py)),
     one line C(TIME MASK FORWARDED) per sample, seconds since the epoch (the directors share one
     clock in the lab), a bit mask of the VIPs the director held (bit i for the i-th VIP) and what
     its data plane had forwarded to the drilled service's real servers so far (the sum of its
@@ -20,7 +20,7 @@ description:
     its resolution is the sampling step. A counter with no reading before the fault (a director
     that boots after it) counts from 0.
   - A director's state lasts until its next sample, and after its last one for O(stale) seconds
-    at most: a director killed mid-drill (its samples end) holds nothing afterwards.
+    at most, so a director killed mid-drill (its samples end) holds nothing afterwards.
   - A figure that the samples cannot show is V(null) and named in C(missing).
 positional: fault, old, new, vips
 options:

@@ -10,7 +10,7 @@ short_description: The drill suite's result records as a text table
 version_added: 0.2.0
 author: datagram.director developers (!UNKNOWN)
 description:
-  - One row per result record of C(playbooks/drill.yml): scenario, load, sent, lost (datagrams and
+  - One row per result record of C(playbooks/drill.yml), with scenario, load, sent, lost (datagrams and
     seconds of traffic), longest gap, takeover (from the fault to the first datagram forwarded by
     the new master, read from its own counters), datagrams forwarded by each director, how long
     both directors held a VIP, and the verdict.
