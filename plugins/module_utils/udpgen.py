@@ -451,9 +451,9 @@ def main(argv=None):
     result = summary(run)
     if args.trace:
         result.update(trace(run))
-    print(json.dumps(result, sort_keys=True))
+    sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -113,7 +113,7 @@ def test_stop_datagram_sigterm_and_pidfile(netns, tmp_path):
     pidfile = str(tmp_path / "gen.pid")
     proc = start(GEN, VIP, "7000", "--count", "100000", "--rate", "500", "--source-port", "42000",
                  "--ports", "2", "--pidfile", pidfile)
-    for _ in range(100):
+    for _attempt in range(100):
         if os.path.exists(pidfile):
             break
         time.sleep(0.05)
@@ -126,7 +126,7 @@ def test_stop_datagram_sigterm_and_pidfile(netns, tmp_path):
     assert 0 < out["sent"] < 100000 and out["lost"] == 0 and not os.path.exists(pidfile)
 
     proc = start(GEN, VIP, "7000", "--count", "100000", "--rate", "500", "--pidfile", pidfile)
-    for _ in range(100):
+    for _attempt in range(100):
         if os.path.exists(pidfile):
             break
         time.sleep(0.05)
