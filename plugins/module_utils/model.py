@@ -323,6 +323,8 @@ def _panic_threshold(c, path, svc, hc, default):
     """The service's healthy panic threshold; ``default`` is None when
     director_panic_threshold itself was invalid (already reported)."""
     if svc.get("panic_threshold") is None:
+        if hc.get("type") == "misc":
+            return 0  # keepalived runs misc checks and has no panic mode
         return default if default is not None else DEFAULTS["panic_threshold"]
     threshold = c.integer(path + ".panic_threshold", svc["panic_threshold"], 0, 100,
                           " (percent of the service's weight; 0 turns panic off)")

@@ -368,3 +368,11 @@ def test_panic_threshold_refused_with_a_misc_check(lab):
     assert "director_services[0].panic_threshold: got 50, expected 0 with a misc health check" in str(exc.value)
     lab["services"][0]["panic_threshold"] = 0
     assert build_plan(lab)["services"][0]["panic_threshold"] == 0
+
+
+@pytest.mark.parametrize("default", [None, 50])
+def test_misc_check_does_not_inherit_a_panic_threshold(lab, default):
+    """The group default never gives a misc-checked service a panic mode it cannot have."""
+    lab["panic_threshold"] = default
+    lab["services"][0]["health_check"] = {"type": "misc", "script": "/usr/local/bin/check"}
+    assert build_plan(lab)["services"][0]["panic_threshold"] == 0
