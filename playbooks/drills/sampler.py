@@ -48,7 +48,7 @@ def addresses():
             data, offset = sock.recv(65536), 0
             while offset + 16 <= len(data):
                 length, kind = struct.unpack_from("=IH", data, offset)
-                if kind == 3 or length < 16:  # NLMSG_DONE
+                if kind in (2, 3) or length < 16:  # NLMSG_ERROR, NLMSG_DONE: no more parts
                     return found
                 if kind == 20:  # RTM_NEWADDR
                     found.update(_attributes(data[offset + 16:offset + length]))
