@@ -196,6 +196,68 @@ seconds:
   returned: always
   type: float
   sample: 3.2
+vip:
+  description: O(vip) as given.
+  returned: always
+  type: str
+  sample: 198.51.100.10
+  version_added: 0.2.0
+port:
+  description: O(port).
+  returned: always
+  type: int
+  sample: 7000
+  version_added: 0.2.0
+source_ports:
+  description: The client source ports used (one for this module).
+  returned: always
+  type: list
+  elements: int
+  sample: [39464]
+  version_added: 0.2.0
+duplicates:
+  description: Replies received more than once for the same datagram.
+  returned: always
+  type: int
+  sample: 0
+  version_added: 0.2.0
+refused:
+  description: ICMP port unreachable errors seen on the socket (nothing listened).
+  returned: always
+  type: int
+  sample: 0
+  version_added: 0.2.0
+send_errors:
+  description: Datagrams the kernel did not take after a retry (send buffer full, or an error).
+  returned: always
+  type: int
+  sample: 0
+  version_added: 0.2.0
+start_epoch:
+  description: When the run started, seconds since the epoch.
+  returned: always
+  type: float
+  sample: 1764554400.123
+  version_added: 0.2.0
+stopped_at_s:
+  description: Seconds from the start to the stop that ended the run early, or null.
+  returned: always
+  type: float
+  sample: null
+  version_added: 0.2.0
+longest_gap_between:
+  description: The sequence numbers of the answered datagrams around the longest gap (-1 is the start, RV(sent) the end), or null.
+  returned: always
+  type: list
+  elements: int
+  sample: [1200, 1261]
+  version_added: 0.2.0
+first_answered_seq:
+  description: Sequence number of the first datagram answered, or null.
+  returned: always
+  type: int
+  sample: 0
+  version_added: 0.2.0
 """
 
 from ansible.module_utils.basic import AnsibleModule
