@@ -12,6 +12,7 @@ import os
 import struct
 
 import pytest
+import yaml
 
 from ansible_collections.datagram.director.plugins.module_utils import spread, udpgen
 
@@ -152,3 +153,12 @@ def test_a_complete_one_way_run_passes_on_counters():
     result = spread.judge_spread(counts, weights, 3000, reply_sources={"198.51.100.10:7000": 0}, vip=VIP,
                                  port=PORT, requested=3000, aborted=None)
     assert result["ok"], result["failures"]
+
+
+def test_udp_spread_documents_every_key_the_run_returns():
+    """The module returns udpgen.summary(): its RETURN documents each key."""
+    with open(os.path.join(REPO, "plugins", "modules", "udp_spread.py"), encoding="utf-8") as f:
+        source = f.read()
+    documented = yaml.safe_load(source.split('RETURN = r"""', 1)[1].split('"""', 1)[0])
+    returned = udpgen.summary(booked(["rs1"], requested=1))
+    assert sorted(set(returned) - set(documented)) == []
