@@ -26,6 +26,7 @@ import pytest
 from ansible_collections.datagram.director.plugins.module_utils.model import build_plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ECHO = os.path.join(REPO, "roles", "lab_realserver", "files", "datagram-echo")  # the project's one echo
 FILES = [os.path.join(REPO, "plugins", "module_utils", name) for name in ("health.py", "health_apply.py", "ipvsadm.py", "model.py")] \
     + [os.path.join(REPO, "roles", "health", "files", "datagram_director_health.py")]
 RS = ("203.0.113.21", "203.0.113.22", "203.0.113.23")
@@ -38,14 +39,6 @@ TABLE = """table netdev datagram_director {
 }
 """
 
-ECHO = r"""
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 7000))
-while True:
-    data, addr = s.recvfrom(2048)
-    s.sendto(data, addr)
-"""
 
 # In the namespace: the table, the addresses, the program; after 4 s (every
 # check failed, the hold over) a copy of its state and the dispatch chain;
@@ -60,7 +53,7 @@ prog=$!
 sleep 4
 cp {dir}/state.json {dir}/state-1.json
 nft list chain netdev datagram_director svc_echo > {dir}/chain-1.txt
-python3 {dir}/echo.py 203.0.113.22 &
+python3 {echo} --no-name --listen 203.0.113.22:7000 &
 echo=$!
 sleep 4
 cp {dir}/state.json {dir}/state-2.json
@@ -91,8 +84,7 @@ def _run(tmp, threshold):
         shutil.copy(path, str(tmp))
     (tmp / "health.json").write_text(json.dumps(_config(tmp, threshold)))
     (tmp / "table.nft").write_text(TABLE)
-    (tmp / "echo.py").write_text(ECHO)
-    script = SCRIPT.format(dir=str(tmp), rs=" ".join(RS))
+    script = SCRIPT.format(dir=str(tmp), rs=" ".join(RS), echo=ECHO)
     proc = subprocess.run(["unshare", "-n", "bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     out = (tmp / "out.log").read_text()
