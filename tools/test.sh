@@ -31,6 +31,8 @@ image_pid=""
 image_log="${TMPDIR:-/tmp}/datagram-director-image.$$.log"
 molecule_log="${TMPDIR:-/tmp}/datagram-director-molecule.$$.log"
 tmp=""
+# Files this run writes in the home directory (it should write none there).
+home_mark=$(mktemp)
 # On any exit: our temp dir, and a background image build still running
 # (its own process group, stopped as a whole; build-image.sh removes its
 # partial build).
@@ -40,7 +42,7 @@ cleanup() {
     kill -TERM -- "-$image_pid" 2>/dev/null || true
     wait "$image_pid" 2>/dev/null || true
   fi
-  rm -f "$image_log" "$molecule_log"
+  rm -f "$image_log" "$molecule_log" "$home_mark"
 }
 trap cleanup EXIT
 image_start() {
@@ -160,3 +162,13 @@ PY
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done
+
+# Nothing outside the checkout: Ansible, Molecule, podman and the guests keep
+# their state under it (ANSIBLE_HOME, XDG_CACHE_HOME, host_vars/localhost.yml).
+# CI (a fresh clone, nothing else running) fails on any file written in the
+# home directory; elsewhere other programs may write there, so it only warns.
+written=$(find "$HOME/.ansible" "$HOME/.cache" "$HOME/.config" -newer "$home_mark" 2>/dev/null | head -n 20 || true)
+if [ -n "$written" ]; then
+  printf '\n=== written outside the checkout, in %s:\n%s\n' "$HOME" "$written"
+  [ -z "${CI:-}" ] || exit 1
+fi
