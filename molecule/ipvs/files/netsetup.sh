@@ -45,11 +45,15 @@ ns_add client front 198.51.100.100 52:54:00:dd:aa:64
 # The client's Python for Ansible (ansible_python_interpreter of ipvs-client).
 printf '#!/bin/sh\nexec /usr/sbin/ip netns exec client /usr/bin/python3 "$@"\n' > /opt/ddipvs/python-client
 chmod 0755 /opt/ddipvs/python-client
+# Room for 4 MB socket buffers (the generator asks for them, the echoes get
+# them below): under TCG a process of this guest can be off its CPU for a
+# second or more, and the default 208 KB would then overflow.
+sysctl -qw net.core.rmem_max=8388608
 for i in 1 2 3; do
   ns_add "rs$i" back "203.0.113.2$i" "52:54:00:dd:bb:2$i"
   ip -n "rs$i" route replace default via 203.0.113.10
   if ! ip netns exec "rs$i" ss -Hlun 'sport = :7000' | grep -q .; then
-    ip netns exec "rs$i" setsid python3 /opt/ddipvs/datagram-echo --name "rs$i" 7000 \
+    ip netns exec "rs$i" setsid python3 /opt/ddipvs/datagram-echo --name "rs$i" --rcvbuf 4194304 7000 \
       > "/var/log/ddipvs-echo-rs$i.log" 2>&1 < /dev/null &
   fi
 done
