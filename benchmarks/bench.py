@@ -15,7 +15,7 @@ subtracted, so a ratio is the director's part alone:
 
     python3 benchmarks/bench.py            (root) full run: table, RESULTS.md, ratios.png
     python3 benchmarks/bench.py --quick    every path measured, nothing lost, no files written
-    python3 benchmarks/bench.py --no-scale without the 16/256-service and vmap-dispatch paths
+    python3 benchmarks/bench.py --no-scale without the 16/256-service paths
     python3 benchmarks/bench.py --from-json FILE   tables and chart again from a --json dump
 """
 
@@ -50,7 +50,7 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     ap.add_argument("--quick", action="store_true", help="one short round; assert every path measured, nothing lost")
     ap.add_argument("--no-scale", dest="scale", action="store_false",
-                    help="leave out 16/256 services and the vmap-dispatch copy of the plane")
+                    help="leave out the 16 and 256 services paths")
     ap.add_argument("--from-json", default="", help="no measuring: tables and chart from a --json dump")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--count", type=int, default=20000, help="datagrams per path per run")

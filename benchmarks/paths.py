@@ -27,7 +27,6 @@ import model  # noqa: E402  pylint: disable=import-error,wrong-import-position
 
 TABLE = "datagram_director"
 SHIPPED_TEMPLATES = os.path.join(TOP, "roles", "nftables", "templates")
-BENCH_TEMPLATES = os.path.join(TOP, "benchmarks", "templates")
 
 
 class Path:
@@ -62,7 +61,7 @@ class Path:
 def plan(services=1):
     """The collection's plan for a director of the benchmark topology: the
     measured service last (port 7000 on the three real servers), others
-    before it on their own ports (the frontend chain walks them first)."""
+    before it on their own ports (in their dispatch and reply maps)."""
     svcs = []
     for k in range(services - 1):
         svcs.append({"name": "s%d" % k, "vip": topo.VIP, "port": 8000 + k,
@@ -81,11 +80,11 @@ def plan(services=1):
     })
 
 
-def render(template="dataplane.nft.j2", services=1, search=SHIPPED_TEMPLATES):
-    """A data-plane template rendered for director dd1 of the benchmark."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader([search, SHIPPED_TEMPLATES]),
+def render(services=1):
+    """The shipped data-plane template rendered for director dd1 of the benchmark."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(SHIPPED_TEMPLATES),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True)
-    return env.get_template(template).render(
+    return env.get_template("dataplane.nft.j2").render(
         __director_plan=plan(services), __director_data_plane="nftables",
         nftables_table=TABLE, ansible_managed="rendered by benchmarks/paths.py", inventory_hostname="dd1")
 
@@ -98,12 +97,11 @@ def nft_load(netns, workdir, text, name):
     topo.sh("nft", "-f", path, netns=netns)
 
 
-def shipped(services=1, template="dataplane.nft.j2", search=SHIPPED_TEMPLATES, transform=None):
+def shipped(services=1, transform=None):
     """Setup: the rendered template loaded unchanged (or ``transform``ed)."""
     def setup(netns, workdir):
-        text = render(template, services, search)
-        nft_load(netns, workdir, transform(text) if transform else text,
-                 "%s-%d" % (os.path.splitext(os.path.basename(template))[0], services))
+        text = render(services)
+        nft_load(netns, workdir, transform(text) if transform else text, "dataplane-%d" % services)
     return setup
 
 
@@ -216,8 +214,7 @@ class Nginx:
 
 
 def registry(scale=True, nginx_cpu=1):
-    """Every path, baselines first.  ``scale`` adds the configuration-size
-    and cheaper-dispatch paths."""
+    """Every path, baselines first.  ``scale`` adds the configuration-size paths."""
     rs_paths = [
         Path("direct_spread", "no director: client on the real servers' bridge, every datagram to the next",
              director=False, target="rs"),
@@ -241,18 +238,10 @@ def registry(scale=True, nginx_cpu=1):
     ]
     if scale:
         vip_paths += [
-            Path("nft_16", "shipped plane, 16 services (the measured one last)", setup=shipped(16)),
-            Path("nft_256", "shipped plane, 256 services (the measured one last)", setup=shipped(256)),
-            Path("vmap", "copy with one `daddr . dport` vmap dispatch, 1 service",
-                 setup=shipped(1, "dataplane_vmap.nft.j2", BENCH_TEMPLATES)),
-            Path("vmap_lean", "copy with one `daddr . dport` vmap dispatch, 1 service, no named counters",
-                 setup=shipped(1, "dataplane_vmap.nft.j2", BENCH_TEMPLATES, without_counters)),
-            Path("vmap_256", "copy with one `daddr . dport` vmap dispatch, 256 services",
-                 setup=shipped(256, "dataplane_vmap.nft.j2", BENCH_TEMPLATES)),
+            Path("nft_16", "shipped plane, 16 services", setup=shipped(16)),
+            Path("nft_256", "shipped plane, 256 services", setup=shipped(256)),
             Path("route_nft_256", "plain routing to the real servers, shipped ruleset of 256 services loaded",
                  target="rs", setup=shipped(256)),
-            Path("route_vmap_256", "plain routing to the real servers, vmap-dispatch copy of 256 services loaded",
-                 target="rs", setup=shipped(256, "dataplane_vmap.nft.j2", BENCH_TEMPLATES)),
         ]
     if nginx_available():
         peer = Nginx(nginx_cpu)

@@ -82,7 +82,8 @@ def problems(results, paths):
 
 _COUNTER_DECL = re.compile(r"^    counter \S+ \{\n(?:        .*\n)*?    \}\n", re.M)
 _FRAGMENT_RULE = re.compile(r"^.*(?:frag-off|exthdr frag).*\n", re.M)
-_NAMED_COUNTER = re.compile(r' counter name "[^"]*"')
+# a named counter, or one picked from an anonymous map (the fragment rule's)
+_NAMED_COUNTER = re.compile(r' counter name (?:"[^"]*"|\S+ \S+ map \{[^}]*\})')
 
 
 def without_counters(text):

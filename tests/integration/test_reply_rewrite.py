@@ -15,6 +15,7 @@ checksum would show as UdpInCsumErrors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -33,18 +34,33 @@ from ..unit.roles.test_templates import render
 
 COUNT = 3000
 VIP = "198.51.100.10"
+OPS_EMULATION = """
+table ip ops_emulation {
+    chain prerouting {
+        type filter hook prerouting priority -350; policy accept;
+        ip daddr %s udp dport 7000 notrack ip daddr set numgen inc mod 3 map { 0 : 203.0.113.21, 1 : 203.0.113.22, 2 : 203.0.113.23 }
+    }
+}
+""" % VIP
 
 
 def sh(*argv, **kw):
     return subprocess.run(list(argv), check=True, capture_output=True, text=True, **kw)
 
 
-@pytest.fixture
-def topology():
+def skip_without_tools():
     if os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "nft", "ethtool", "unshare")):
         pytest.skip("needs root, iproute2, nftables, ethtool and unshare for network namespaces")
+
+
+@contextlib.contextmanager
+def lab_namespaces(prefix, ops_emulation):
+    """A client, a director (frontend "front", backend bridge "back") and
+    three real servers running the lab echo on port 7000, in namespaces named
+    ``<prefix><tag>-<role>``; with ``ops_emulation`` the director rewrites
+    datagrams to VIP:7000 like IPVS one-packet scheduling."""
     tag = uuid.uuid4().hex[:6]
-    ns = dict((n, "ddr%s-%s" % (tag, n)) for n in ("client", "dir", "rs1", "rs2", "rs3"))
+    ns = dict((n, "%s%s-%s" % (prefix, tag, n)) for n in ("client", "dir", "rs1", "rs2", "rs3"))
     procs = []
     try:
         for name in ns.values():
@@ -77,16 +93,10 @@ def topology():
         for i in (1, 2, 3):
             sh("ip", "-n", ns["rs%d" % i], "route", "add", "default", "via", "203.0.113.10")
         sh("ip", "netns", "exec", ns["dir"], "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        # One-packet scheduling, emulated: every datagram to VIP:7000 gets the
-        # next real server, no conntrack entry, and replies are not de-NATed.
-        sh("ip", "netns", "exec", ns["dir"], "nft", "-f", "-", input="""
-table ip ops_emulation {
-    chain prerouting {
-        type filter hook prerouting priority -350; policy accept;
-        ip daddr %s udp dport 7000 notrack ip daddr set numgen inc mod 3 map { 0 : 203.0.113.21, 1 : 203.0.113.22, 2 : 203.0.113.23 }
-    }
-}
-""" % VIP)
+        if ops_emulation:
+            # One-packet scheduling, emulated: every datagram to VIP:7000 gets the
+            # next real server, no conntrack entry, and replies are not de-NATed.
+            sh("ip", "netns", "exec", ns["dir"], "nft", "-f", "-", input=OPS_EMULATION)
         echo = os.path.join(REPO, "roles", "lab_realserver", "files", "datagram-echo")
         for i in (1, 2, 3):
             procs.append(subprocess.Popen(
@@ -100,6 +110,13 @@ table ip ops_emulation {
             p.wait(timeout=10)
         for name in ns.values():
             subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def topology():
+    skip_without_tools()
+    with lab_namespaces("ddr", ops_emulation=True) as ns:
+        yield ns
 
 
 def run_client(ns, window=32):

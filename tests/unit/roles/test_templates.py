@@ -145,6 +145,93 @@ def test_nft_ruleset(netns, inventory, data_plane):
     assert res.returncode == 0, res.stderr + ruleset
 
 
+def chain_rules(ruleset, name):
+    """The rules of ``chain NAME { ... }`` (hook line included), comments dropped."""
+    lines = ruleset[ruleset.index("    chain %s {\n" % name):].splitlines()[1:]
+    body = [re.sub(r'comment "[^"]*"', "", line.split("#", 1)[0]).strip() for line in lines[:lines.index("    }")]]
+    return [line for line in body if line]
+
+
+def map_elements(rule):
+    """The elements of the one anonymous map or verdict map in ``rule``."""
+    return [e.strip() for e in rule[rule.index("{") + 1:rule.rindex("}")].split(",")]
+
+
+def scaled_lab_plan(services):
+    """The lab's plan with its IPv4 service repeated ``services`` times (own
+    port, own real-server ports), the IPv6 one kept."""
+    model = load_model("lab")
+    v4, v6 = model["services"]
+    model["services"] = [dict(v4, name="svc%d" % k, port=7000 + k,
+                              real_servers=[dict(rs, port=7000 + k) for rs in v4["real_servers"]])
+                         for k in range(services)] + [v6]
+    return build_plan(model)
+
+
+FAMILY = {4: "ip", 6: "ip6"}
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_frontend_dispatches_every_service_through_one_map(inventory):
+    """Per family: one fragment rule and one daddr . dport verdict map with an
+    element per service of the inventory; no rule of its own for any service."""
+    plan = build_plan(load_model(inventory))
+    ruleset = render("nftables", "dataplane.nft.j2", plan, "nftables", sorted(plan["directors"])[0])
+    rules = chain_rules(ruleset, "frontend")
+    assert rules[1] == "meta pkttype != host accept"
+    families = sorted(set(svc["family"] for svc in plan["services"]))
+    assert len(rules) == 2 + 2 * len(families), rules
+    for family in families:
+        svcs = [svc for svc in plan["services"] if svc["family"] == family]
+        vmap, = [r for r in rules if r.startswith("%s daddr . udp dport vmap" % FAMILY[family])]
+        assert sorted(map_elements(vmap)) == sorted("%s . %d : goto svc_%s" % (svc["vip"], svc["port"], svc["name"])
+                                                    for svc in svcs)
+        frag, = [r for r in rules if "fragments_" in r and ("%s daddr map" % FAMILY[family]) in r]
+        assert frag.endswith(" drop")
+        assert sorted(map_elements(frag)) == sorted('%s : "fragments_%s"' % (svc["vip"], svc["name"]) for svc in svcs)
+
+
+def test_backend_picks_the_real_server_through_one_map():
+    """Per family one saddr . sport verdict map, an element per real server
+    of the lab inventory; its chain rewrites to VIP:port and counts reply_*."""
+    plan = build_plan(load_model("lab"))
+    ruleset = render("nftables", "dataplane.nft.j2", plan, "nftables", "dd-director1")
+    rules = chain_rules(ruleset, "backend")
+    assert len(rules) == 2 + 2, rules  # hook, pkttype, one map per family (lab: IPv4 and IPv6)
+    elements = sum((map_elements(r) for r in rules if "saddr . udp sport vmap" in r), [])
+    expected = []
+    for svc in plan["services"]:
+        for i, rs in enumerate(svc["real_servers"]):
+            expected.append("%s . %d : goto back_%s_%d" % (rs["address"], rs["port"], svc["name"], i))
+            back, = chain_rules(ruleset, "back_%s_%d" % (svc["name"], i))
+            assert ('%s saddr set %s udp sport set %d counter name "reply_%s_%d"'
+                    % (FAMILY[svc["family"]], svc["vip"], svc["port"], svc["name"], i)) in back
+    assert sorted(elements) == sorted(expected)
+
+
+def test_fragments_of_a_shared_vip_count_under_its_first_service():
+    model = load_model("lab")
+    v4 = model["services"][0]
+    model["services"] = [v4, dict(v4, name="second", port=7001,
+                                  real_servers=[dict(rs, port=7001) for rs in v4["real_servers"]])]
+    plan = build_plan(model)
+    ruleset = render("nftables", "dataplane.nft.j2", plan, "nftables", "dd-director1")
+    frag, = [r for r in chain_rules(ruleset, "frontend") if "fragments_" in r]
+    assert map_elements(frag) == ['%s : "fragments_echo"' % v4["vip"]]
+
+
+@pytest.mark.parametrize("chain", ["frontend", "backend"])
+def test_hook_chains_do_not_grow_with_the_services(netns, chain):
+    """1 and 256 IPv4 services: the same number of rules in the hook chains
+    (a rule per service there is evaluated for every datagram); both load."""
+    small, large = scaled_lab_plan(1), scaled_lab_plan(256)
+    rulesets = [render("nftables", "dataplane.nft.j2", p, "nftables", "dd-director1") for p in (small, large)]
+    assert len(chain_rules(rulesets[0], chain)) == len(chain_rules(rulesets[1], chain))
+    assert sum("svc_svc255" in r for r in chain_rules(rulesets[1], "frontend")) == 1
+    res = nft_check(netns, rulesets[1], {large["frontend"]["interface"], large["backend"]["interface"]})
+    assert res.returncode == 0, res.stderr
+
+
 def test_nft_check_catches_a_missing_interface(netns):
     """The validate: step works: a ruleset bound to an absent device is refused."""
     plan = build_plan(load_model("lab"))
