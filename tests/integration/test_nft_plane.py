@@ -107,4 +107,3 @@ def test_fragments_to_other_addresses_pass(plane):
     assert [reassembled(plane, rs) for rs in REAL_SERVERS] == [0, 1, 0]
     seen = counters(plane)
     assert (seen["fragments_echo"], seen["fragments_spare"]) == (0, 0)
-
