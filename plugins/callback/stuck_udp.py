@@ -98,7 +98,6 @@ class CallbackModule(CallbackBase):
     CALLBACK_TYPE = 'aggregate'
     CALLBACK_NAME = 'datagram.director.stuck_udp'
     CALLBACK_NEEDS_ENABLED = True
-    CALLBACK_NEEDS_WHITELIST = True
 
     def __init__(self, display=None):
         super(CallbackModule, self).__init__(display=display)
