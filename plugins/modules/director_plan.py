@@ -54,21 +54,42 @@ EXAMPLES = r"""
 
 RETURN = r"""
 plan:
-  description: The derived plan.
+  description: The derived plan, the interface between the roles (each role reads its part).
   returned: success
   type: dict
   contains:
     data_plane:
-      description: C(auto), C(ipvs) or C(nftables), as configured.
+      description: C(auto), C(ipvs) or C(nftables), as configured (the preflight role resolves C(auto)).
       type: str
       sample: auto
-    directors:
-      description: Per director, its peer, priority and VRRP instances with unicast source and peer.
+    vrrp:
+      description: VRRP settings of the pair - C(version), C(advert_int), C(preempt), C(preempt_delay), C(sync_group)
+        and C(notify).
       type: dict
+    frontend:
+      description: The client-facing side - C(interface), C(vips), C(gateways) per family (C(ipv4), C(ipv6)) and the
+        C(networks) of the VIPs.
+      type: dict
+    backend:
+      description: The real-server side - C(interface), C(gateway_vips) (the real servers' default gateway) and the
+        C(networks) of those VIPs.
+      type: dict
+    directors:
+      description: Per director, its peer, priority, own addresses and VRRP instances with unicast source and peer.
+      type: dict
+    director_addresses:
+      description: Every address of the directors themselves (never a VIP or a real server).
+      type: list
+      elements: str
     services:
       description: The normalised services; C(sequence) is the per-packet order of real-server indices.
       type: list
       elements: dict
+    families:
+      description: IP versions the services use (C(4), C(6)).
+      type: list
+      elements: int
+      sample: [4, 6]
     zones:
       description: Conntrack zone per real-server address (the conntrack_zones reply rewrite).
       type: dict

@@ -376,3 +376,11 @@ def test_misc_check_does_not_inherit_a_panic_threshold(lab, default):
     lab["panic_threshold"] = default
     lab["services"][0]["health_check"] = {"type": "misc", "script": "/usr/local/bin/check"}
     assert build_plan(lab)["services"][0]["panic_threshold"] == 0
+
+
+def test_the_documented_plan_is_the_plan(lab):
+    """director_plan's RETURN names every top-level key of the plan, and no other."""
+    from ansible_collections.datagram.director.plugins.modules import director_plan
+
+    documented = yaml.safe_load(director_plan.RETURN)["plan"]["contains"]
+    assert sorted(documented) == sorted(build_plan(lab))
