@@ -25,7 +25,8 @@ rate=$1 before=$2 out_window=$3 after=$4
 OUT_RUN=30 OUT_LIMIT=30 BACK_LIMIT=60
 client=198.51.100.100 table=ddipvs_drill
 out=$(mktemp /run/ddipvs-drill.XXXXXX)
-echo_cmd=(ip netns exec rs2 setsid python3 /opt/ddipvs/datagram-echo --name rs2 7000)
+# as netsetup.sh starts it (the same arguments: pgrep below finds it by them)
+echo_cmd=(ip netns exec rs2 setsid python3 /opt/ddipvs/datagram-echo --name rs2 --rcvbuf 4194304 7000)
 echo_log=/var/log/ddipvs-echo-rs2.log
 
 counters_add() {
@@ -122,7 +123,7 @@ ip netns exec client python3 /opt/ddipvs/udpgen.py 198.51.100.10 7000 --source-p
   --count $((rate * 60)) --trace > "$out" &
 lg=$!
 
-pid=$(pgrep -f '^python3 /opt/ddipvs/datagram-echo --name rs2 7000$' | head -1)
+pid=$(pgrep -f '^python3 /opt/ddipvs/datagram-echo --name rs2 --rcvbuf 4194304 7000$' | head -1)
 [ -n "$pid" ] || { echo "healthdrill: rs2's echo is not running" >&2; exit 1; }
 until_total "$before" 60
 # the time is taken before the kill: a fork for `date` after it may come late
