@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """kernel_settings on the real /proc/sys of a network namespace of its own.
 
-Per-namespace sysctls (net.ipv4.ip_forward, net.ipv4.ip_local_port_range, a
-value with two fields) start at the kernel's defaults in a new namespace, so
+Per-namespace sysctls (net.ipv4.ip_forward, set to 0 first: a new namespace
+copies the host's; net.ipv4.ip_local_port_range, a value with two fields)
+start at the kernel's defaults in a new namespace, so
 the module's check mode, diff, apply, idempotence and drift repair are seen
 on the running kernel without touching the host's settings. The module runs
 as a play would run it: ``ansible`` ad hoc, with an interpreter that enters
@@ -44,6 +45,9 @@ def namespace(tmp_path):
     name = "ddk" + uuid.uuid4().hex[:8]
     sh("ip", "netns", "add", name)
     try:
+        # A new namespace copies the host's IPv4 forwarding (devconf_inherit_init_net=0),
+        # which podman's networks turn on: start from the kernel's default 0.
+        sh("ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv4.ip_forward=0")
         interpreter = tmp_path / "python-in-namespace"
         interpreter.write_text('#!/bin/sh\nexec ip netns exec %s %s "$@"\n' % (name, sys.executable))
         interpreter.chmod(0o755)
