@@ -40,6 +40,13 @@ if COLLECTIONS_ROOT not in sys.path:
     sys.path.insert(0, COLLECTIONS_ROOT)
 
 
+def ansible_tool(name):
+    """Path of an Ansible command (``ansible``, ``ansible-playbook``): the
+    bootstrap's .venv first, then PATH; None when there is neither."""
+    exe = os.path.join(_REPO, ".venv", "bin", name)
+    return exe if os.path.exists(exe) else shutil.which(name)
+
+
 # --- skip policy ---------------------------------------------------------
 # A skip is never the way to a green run: with DD_STRICT_SKIPS set (make
 # test), a skip whose reason matches no line of tests/skips-allowed.txt fails

@@ -28,7 +28,7 @@ import pytest
 from ansible_collections.datagram.director.plugins.module_utils import flowflush as ff
 from ansible_collections.datagram.director.plugins.module_utils import flowtable as ft
 
-from ..conftest import COLLECTIONS_ROOT
+from ..conftest import COLLECTIONS_ROOT, ansible_tool
 from ..unit.plugins.module_utils.test_model import REPO
 
 VIP = "198.51.100.10"
@@ -50,9 +50,7 @@ def director(tmp_path):
     tools = ("ip", "nft", "conntrack")
     if os.geteuid() != 0 or not all(shutil.which(t) for t in tools):
         pytest.skip("needs root, iproute2, nftables and conntrack for network namespaces")
-    ansible = os.path.join(REPO, ".venv", "bin", "ansible")
-    if not os.path.exists(ansible):
-        ansible = shutil.which("ansible")
+    ansible = ansible_tool("ansible")
     if not ansible:
         pytest.skip("needs ansible (tools/bootstrap.sh)")
     tag = uuid.uuid4().hex[:6]

@@ -11,12 +11,12 @@ must fail in the controller-side validation with its clear message instead.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
 import yaml
 
+from ..conftest import ansible_tool
 from ..unit.plugins.module_utils.test_model import INVALID, REPO, load_model
 
 CASES = ["vip not an address", "service vip not a frontend vip", "real server is a vip",
@@ -38,9 +38,7 @@ def write_inventory(path, model):
 
 @pytest.fixture(scope="module")
 def ansible_playbook():
-    exe = os.path.join(REPO, ".venv", "bin", "ansible-playbook")
-    if not os.path.exists(exe):
-        exe = shutil.which("ansible-playbook")
+    exe = ansible_tool("ansible-playbook")
     if not exe or not os.path.isdir(os.path.join(REPO, ".collections", "ansible_collections", "containers")):
         pytest.skip("needs tools/bootstrap.sh (ansible-playbook and containers.podman in .collections)")
     return exe

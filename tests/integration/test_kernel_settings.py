@@ -23,7 +23,7 @@ import uuid
 
 import pytest
 
-from ..conftest import COLLECTIONS_ROOT
+from ..conftest import COLLECTIONS_ROOT, ansible_tool
 from ..unit.plugins.module_utils.test_model import REPO
 
 WANTED = {"net.ipv4.ip_forward": 1, "net.ipv4.ip_local_port_range": "20000    40000"}
@@ -37,9 +37,7 @@ def sh(*argv):
 def namespace(tmp_path):
     if os.geteuid() != 0 or not shutil.which("ip"):
         pytest.skip("needs root and iproute2 for a network namespace")
-    ansible = os.path.join(REPO, ".venv", "bin", "ansible")
-    if not os.path.exists(ansible):
-        ansible = shutil.which("ansible")
+    ansible = ansible_tool("ansible")
     if not ansible:
         pytest.skip("needs ansible (tools/bootstrap.sh)")
     name = "ddk" + uuid.uuid4().hex[:8]
