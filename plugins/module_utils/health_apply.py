@@ -226,13 +226,41 @@ def nft_dispatch(table, service, weights):
     chain = "netdev %s svc_%s" % (table, service["name"])
     comment = nft_comment(service, weights)
     order = smooth_wrr(list(weights))
-    lines = ["flush chain %s" % chain]
+    lines = ["flush chain %s" % chain] + ["add rule %s %s" % (chain, rule) for rule in nft_service_head(service)]
+    lines += nft_templates(table, service, weights)
     if order:
         slots = ", ".join("%d : goto rs_%s_%d" % (slot, service["name"], index) for slot, index in enumerate(order))
         lines.append('add rule %s numgen inc mod %d vmap { %s } comment "%s"' % (chain, len(order), slots, comment))
     else:
         lines.append('add rule %s drop comment "%s"' % (chain, comment))
     return "\n".join(lines) + "\n"
+
+
+def nft_service_head(service):
+    """The rules of the dispatch chain before the round robin, as the data
+    plane template renders them: the mirrors' copies, the template match."""
+    rules = []
+    if service.get("mirrors"):
+        rules.append("jump mirror_%s" % service["name"])
+    if service.get("template_match"):
+        rules.append("%s goto tmpl_%s" % (service["template_match"], service["name"]))
+    return rules
+
+
+def nft_templates(table, service, weights):
+    """Refill the template chain of a flow export service: a copy to every
+    real server with weight (healthy, undrained; all of them in panic)."""
+    if not service.get("template_match"):
+        return []
+    chain = "netdev %s tmpl_%s" % (table, service["name"])
+    family = "ip6" if service.get("family") == 6 else "ip"
+    lines = ["flush chain %s" % chain, 'add rule %s counter name "templates_%s"' % (chain, service["name"])]
+    for rs, weight in zip(service["real_servers"], weights):
+        if weight > 0:
+            lines.append('add rule %s %s daddr set %s udp dport set %d dup to "lo"' % (
+                chain, family, rs["address"], rs["port"]))
+    lines.append("add rule %s drop" % chain)
+    return lines
 
 
 def nft_stale(listing, services_weights):

@@ -28,6 +28,18 @@ except ImportError:  # installed flat on a director
 DATA_PLANES = ("auto", "ipvs", "nftables")
 SCHEDULERS = ("rr", "wrr")
 REPLY_REWRITES = ("stateless", "conntrack_zones")
+# Flow export protocols whose template sets a service copies to every real
+# server (the data sets are decodable only with them); "none" is the default.
+FLOW_TEMPLATES = ("none", "netflow_v9", "ipfix")
+# nftables match of a packet whose FIRST set is a template or options template
+# (@th: from the UDP header, 8 bytes). The version field comes first in both;
+# NetFlow v9 (RFC 3954): 20-byte header, flowset 0 or 1; IPFIX (RFC 7011):
+# 16-byte header, set 2 or 3. The data plane template and the health program
+# both render it from the plan.
+TEMPLATE_MATCH = {
+    "netflow_v9": "@th,64,16 9 @th,224,16 { 0, 1 }",
+    "ipfix": "@th,64,16 10 @th,192,16 { 2, 3 }",
+}
 HEALTH_CHECK_TYPES = ("none", "udp", "dns", "radius", "ntp", "sip", "tcp", "http", "misc")
 # Probe parameters per health check type (run by the health role's program with
 # plugins/module_utils/health.py); "port" defaults to the real server's port.
@@ -334,6 +346,48 @@ def _panic_threshold(c, path, svc, hc, default):
     return threshold
 
 
+def _flow_templates(c, path, svc):
+    """The service's flow_templates protocol, or None (off)."""
+    value = _option(svc, "flow_templates", "none")
+    value = c.choice(path + ".flow_templates", value, FLOW_TEMPLATES)
+    return None if value in (None, "none") else value
+
+
+def _mirrors(c, path, svc, family, port, taken, sides):
+    """Receivers that get a copy of every datagram of the service.
+
+    Each one on a frontend or backend network (``sides``: side -> networks),
+    where the data plane forwards the copy on link; ``taken`` holds the VIPs
+    and the directors' own addresses."""
+    raw = _option(svc, "mirrors", [])
+    if not isinstance(raw, list):
+        c.fail(path + ".mirrors", raw, "a list of receivers (address and port)")
+        return []
+    mirrors = []
+    for j, item in enumerate(raw):
+        mp = "%s.mirrors[%d]" % (path, j)
+        if not isinstance(item, dict):
+            c.fail(mp, item, "a mapping with address and port")
+            continue
+        addr = c.address(mp + ".address", item.get("address"), family)
+        mport = c.integer(mp + ".port", item.get("port", port), 1, 65535)
+        if addr is None or mport is None:
+            continue
+        if addr in taken:
+            c.fail(mp + ".address", str(addr), "a receiver address, not a VIP or a director's own address")
+            continue
+        side = next((s for s, nets in sides if any(addr in n for n in nets)), None)
+        if side is None:
+            c.fail(mp + ".address", str(addr), "an address on a frontend or backend network (%s): "
+                   "the copy is forwarded on link" % ", ".join(str(n) for _s, nets in sides for n in nets))
+            continue
+        if any(m["address"] == str(addr) and m["port"] == mport for m in mirrors):
+            c.fail(mp, "%s:%s" % (addr, mport), "each mirror listed once per service")
+            continue
+        mirrors.append({"address": str(addr), "port": mport, "side": side})
+    return mirrors
+
+
 def _networks(vips):
     """The on-link networks of VIPs, by family: {"ipv4": ["198.51.100.0/24"]}."""
     nets = {}
@@ -492,6 +546,12 @@ def build_plan(model):
         rewrite = c.choice(p + ".reply_rewrite", svc.get("reply_rewrite", default_rewrite), REPLY_REWRITES)
         hc = _health_check(c, p + ".health_check", svc.get("health_check", default_hc) or {"type": "none"})
         panic = _panic_threshold(c, p, svc, hc, default_panic)
+        flow_templates = _flow_templates(c, p, svc)
+        mirrors = _mirrors(c, p, svc, vip.version if vip is not None else None, port, all_vips | set(own),
+                           (("frontend", [v.network for v in fvips]), ("backend", [v.network for v in bvips])))
+        if (flow_templates or mirrors) and data_plane not in (None, "nftables"):
+            c.fail(p + (".flow_templates" if flow_templates else ".mirrors"), flow_templates or svc.get("mirrors"),
+                   "director_data_plane nftables for template copies and mirrors (the ipvs data plane has neither yet)")
         rss = svc.get("real_servers")
         if not isinstance(rss, list) or not rss:
             c.fail(p + ".real_servers", rss, "a non-empty list of real servers")
@@ -543,6 +603,8 @@ def build_plan(model):
             "quorum": keepalived["quorum"], "alpha": keepalived["alpha"],
             "inhibit_on_failure": keepalived["inhibit_on_failure"],
             "panic_threshold": panic, "real_servers": real_servers, "sequence": sequence,
+            "flow_templates": flow_templates, "template_match": TEMPLATE_MATCH.get(flow_templates),
+            "mirrors": mirrors,
         })
 
     if c.errors:
@@ -582,6 +644,14 @@ def build_plan(model):
         }
 
     families = sorted(set(s["family"] for s in services))
+    copies = []  # receivers of copies: each gets one forward rule on the loopback device
+    for svc in services:
+        receivers = [dict(rs, side="backend") for rs in svc["real_servers"] if svc["flow_templates"]]
+        for rcv in receivers + svc["mirrors"]:
+            item = {"family": svc["family"], "address": rcv["address"], "port": rcv["port"],
+                    "interface": backend_iface if rcv["side"] == "backend" else frontend_iface}
+            if item not in copies:
+                copies.append(item)
     return {
         "data_plane": data_plane,
         "vrrp": {"version": version, "advert_int": advert, "preempt": preempt,
@@ -595,5 +665,6 @@ def build_plan(model):
         "director_addresses": sorted(str(a) for a in own),
         "services": services,
         "families": families,
+        "copies": copies,
         "zones": zones,
     }
