@@ -28,6 +28,7 @@ TEST_PACKAGES=(
   gcc libc6-dev nginx libnginx-mod-stream  # make bench: its C sender (compiled at bench time), nginx stream as a measured peer
   nginx-common                    # carries nginx.service: named so the bootstrap leaves it disabled
   procps                          # pgrep (benchmarks/bench.py); not in a minimal Debian
+  softflowd nfdump                # flow exporter and collector (tests/integration/test_flow_templates.py)
 )
 # chrony (NTP peer of the health tests) is unpacked into .cache/peers, not
 # installed: installing it would remove the host's systemd-timesyncd.

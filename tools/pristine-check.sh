@@ -43,6 +43,7 @@ COMMANDS=(
   dnsmasq freeradius sipp dig socat shellcheck        # tests/integration/test_health_servers.py
   make git rsync sha256sum flock unshare setsid        # Makefile, tools/*.sh
   cc nginx taskset pgrep                              # benchmarks/bench.py (make bench)
+  softflowd nfcapd nfdump                             # tests/integration/test_flow_templates.py
 )
 # podman 4.3 looks for its network helpers here (helper_binaries_dir).
 HELPER_DIRS=(/usr/local/libexec/podman /usr/local/lib/podman /usr/libexec/podman /usr/lib/podman)
