@@ -16,7 +16,8 @@ from ansible_collections.datagram.director.plugins.module_utils import health_ap
 from ansible_collections.datagram.director.plugins.module_utils.model import ModelError, build_plan
 
 from ..plugins.module_utils.test_model import load_model
-from .test_templates import netns, nft_check, render, stateful_rules, table_rules  # noqa: F401 pylint: disable=unused-import
+from .test_templates import nft_check, render, stateful_rules, table_rules
+from .test_templates import netns  # pylint: disable=unused-import
 
 TABLE = "datagram_director"
 
@@ -113,7 +114,7 @@ def test_weight_zero_gets_no_template_copy():
     assert 'ip daddr 203.0.113.22 udp dport 7000 fwd ip to 203.0.113.22 device "back"' in rules
 
 
-def test_nft_check_accepts_the_rules(netns):  # noqa: F811 pylint: disable=redefined-outer-name
+def test_nft_check_accepts_the_rules(netns):  # pylint: disable=redefined-outer-name
     model = lab(flow_templates="netflow_v9", mirrors=[{"address": "203.0.113.30"}])
     model["services"][1]["flow_templates"] = "ipfix"
     res = nft_check(netns, ruleset(model), {"front", "back"})
