@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import subprocess
 
 import pytest
 
@@ -156,3 +157,23 @@ def test_plan_copies_are_unique():
     model = lab(flow_templates="ipfix", mirrors=[{"address": "203.0.113.21"}])  # a mirror that is a real server
     copies = build_plan(copy.deepcopy(model))["copies"]
     assert [c["address"] for c in copies] == ["203.0.113.21", "203.0.113.22", "203.0.113.23"]
+
+
+def test_health_refill_applies_with_nft(netns):  # pylint: disable=redefined-outer-name
+    """The refill is a transaction real nft takes on the rendered ruleset; the
+    real server with weight 0 loses its template copy."""
+    model = lab(flow_templates="ipfix", mirrors=[{"address": "203.0.113.30"}])
+    res = nft_check(netns, ruleset(model), {"front", "back"})
+    assert res.returncode == 0, res.stderr
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=ruleset(model), text=True, check=True)
+    svc = build_plan(model)["services"][0]
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=ha.nft_dispatch(TABLE, svc, [1, 0, 1]),
+                   text=True, check=True)
+
+    def listing(chain):
+        return subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "chain", "netdev", TABLE, chain],
+                              capture_output=True, text=True, check=True).stdout
+    tmpl = listing("tmpl_echo")
+    assert tmpl.count('dup to "lo"') == 2 and "203.0.113.22" not in tmpl
+    head = listing("svc_echo")
+    assert "jump mirror_echo" in head and "goto tmpl_echo" in head and "numgen inc mod 2" in head
