@@ -3,11 +3,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """NetFlow v9 and IPFIX through the nftables data plane, with real exporter
 and collectors: softflowd exports the flows of a capture file the test
-writes to the VIP; nfcapd runs on each of three real servers and on a mirror
+writes to the VIP; nfcapd runs on each of four real servers and on a mirror
 receiver; nfdump counts what each decoded.
 
 Network namespaces: an exporter, a director holding the ruleset the
-nftables role renders (flow_templates on or off, a mirror or none), three
+nftables role renders (flow_templates on or off, a mirror or none), four
 real servers and a mirror on the director's backend bridge. Next to each
 collector an AF_PACKET observer (this file) records every datagram that
 arrives, so each collector is judged against what it received: data records
@@ -37,7 +37,10 @@ from ..unit.plugins.module_utils.test_model import load_model
 from ..unit.roles.test_templates import render
 
 VIP, PORT, EXPORTER = "198.51.100.10", 2055, "198.51.100.100"
-RS = ("203.0.113.21", "203.0.113.22", "203.0.113.23")
+# Four real servers: softflowd sends templates every 16th packet, a multiple
+# of the round robin's cycle, so without copies they all reach one collector.
+RS = ("203.0.113.21", "203.0.113.22", "203.0.113.23", "203.0.113.24")
+POOL = ["rs%d" % (i + 1) for i in range(len(RS))]
 MIRROR = "203.0.113.30"
 FLOWS = 3000
 VERSION = {"netflow_v9": 9, "ipfix": 10}
@@ -148,7 +151,7 @@ def topology(tmp_path):
     if os.geteuid() != 0 or not all(shutil.which(t) for t in TOOLS):
         pytest.skip("needs root, %s" % ", ".join(TOOLS))
     tag = uuid.uuid4().hex[:6]
-    ns = dict((n, "ddf%s-%s" % (tag, n)) for n in ("exp", "dir", "rs1", "rs2", "rs3", "mir"))
+    ns = dict((n, "ddf%s-%s" % (tag, n)) for n in ["exp", "dir", "mir"] + POOL)
     try:
         for name in ns.values():
             sh("ip", "netns", "add", name)
@@ -253,23 +256,23 @@ def test_every_collector_decodes_every_record(topology, protocol):
     assert total == FLOWS
     templates_sent = res["mir"]["template_packets"]
     assert templates_sent >= 2
-    for name in ("rs1", "rs2", "rs3"):
+    for name in POOL:
         got = res[name]
         # every record a collector received, it decoded, from the exporter's address
         assert got["decoded"] == got["records"] > 0, name
         assert got["sources"] == {EXPORTER: got["datagrams"]}
         assert got["collector_sources"] == {EXPORTER: got["decoded"]}
         assert got["template_packets"] == templates_sent, name
-    # data packets still spread per packet over the three
-    data = [res[n]["datagrams"] - templates_sent for n in ("rs1", "rs2", "rs3")]
+    # data packets still spread per packet over the pool
+    data = [res[n]["datagrams"] - templates_sent for n in POOL]
     assert max(data) - min(data) <= 1 and sum(data) == res["exported"]["packets"] - templates_sent
     assert res["counters"]["templates_netflow"] == templates_sent
     # the mirror: every datagram, every record decoded
     assert res["mir"]["datagrams"] == res["exported"]["packets"] == res["counters"]["mirror_netflow_0"]
     assert res["mir"]["records"] == res["mir"]["decoded"] == total
     assert res["mir"]["sources"] == {EXPORTER: res["mir"]["datagrams"]}
-    # records in template packets reach all three: counted once per extra copy
-    in_templates = sum(res[n]["records"] for n in ("rs1", "rs2", "rs3")) - total
+    # records in template packets reach every collector: counted once per extra copy
+    in_templates = sum(res[n]["records"] for n in POOL) - total
     print("%s: %d template packets, %d data records duplicated to the other collectors"
           % (protocol, templates_sent, in_templates))
 
@@ -279,9 +282,11 @@ def test_without_template_copies_records_are_lost(topology, protocol):
     """The negative control: the same export with flow_templates none and no mirror."""
     ns, tmp = topology
     res = export(ns, tmp, protocol, "none", False)
-    received = sum(res[n]["records"] for n in ("rs1", "rs2", "rs3"))
-    lost = dict((n, res[n]["records"] - res[n]["decoded"]) for n in ("rs1", "rs2", "rs3"))
+    received = sum(res[n]["records"] for n in POOL)
+    lost = dict((n, res[n]["records"] - res[n]["decoded"]) for n in POOL)
     print("%s off: received %d, undecodable per collector %s" % (protocol, received, lost))
     assert received == res["exported"]["records"] == FLOWS
-    assert sum(lost.values()) > 0
+    # the templates all went to one collector; the others decode nothing
+    assert sorted(bool(res[n]["template_packets"]) for n in POOL) == [False, False, False, True]
+    assert sorted(lost[n] == res[n]["records"] > 0 for n in POOL) == [False, True, True, True]
     assert res["mir"]["datagrams"] == 0
