@@ -82,7 +82,7 @@ plan:
       type: list
       elements: str
     services:
-      description: The normalised services; C(sequence) is the per-packet order of real-server indices.
+      description: The normalised services; C(sequence) is the per-packet order of real-server indices; C(flow_templates), C(template_match) and C(mirrors) are null or empty when off.
       type: list
       elements: dict
     families:
@@ -90,6 +90,12 @@ plan:
       type: list
       elements: int
       sample: [4, 6]
+    copies:
+      description:
+        - The receivers of copies on the nftables data plane (real servers of services with C(flow_templates), mirrors), each once.
+        - Keys C(family), C(address), C(port), C(interface) (the director's interface the copy leaves by).
+      type: list
+      elements: dict
     zones:
       description: Conntrack zone per real-server address (the conntrack_zones reply rewrite).
       type: dict
