@@ -82,7 +82,9 @@ plan:
       type: list
       elements: str
     services:
-      description: The normalised services; C(sequence) is the per-packet order of real-server indices; C(flow_templates), C(template_match) and C(mirrors) are null or empty when off.
+      description:
+        - The normalised services; C(sequence) is the per-packet order of real-server indices.
+        - C(flow_templates), C(template_match) and C(mirrors) are null or empty when off.
       type: list
       elements: dict
     families:
