@@ -91,28 +91,6 @@ def test_keepalived_config(tmp_path, netns, inventory, data_plane):
         assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_keepalived_accepts_notify_scripts(tmp_path, netns):
-    """director_vrrp_notify renders a configuration keepalived -t accepts
-    (with enable_script_security it needs script_user: no keepalived_script
-    user exists on Debian)."""
-    if shutil.which("keepalived") is None:
-        pytest.skip("keepalived is not installed (apt-get install keepalived)")
-    model = load_model("lab")
-    # keepalived's script security wants root-owned directories not writable
-    # by others all the way up: /usr/bin/true is such a script.
-    model["vrrp_notify"] = {"master": "/usr/bin/true", "backup": "/usr/bin/true"}
-    plan = build_plan(model)
-    host = sorted(plan["directors"])[0]
-    conf = render("vrrp", "keepalived.conf.j2", plan, "nftables", host)
-    assert 'notify_master "/usr/bin/true"' in conf
-    add_veths(netns, {plan["frontend"]["interface"], plan["backend"]["interface"]})
-    (tmp_path / "keepalived.conf").write_text(conf.replace("/etc/keepalived/conf.d", str(tmp_path / "conf.d")))
-    (tmp_path / "conf.d").mkdir()
-    res = subprocess.run(["ip", "netns", "exec", netns, "keepalived", "--config-test", "--use-file",
-                          str(tmp_path / "keepalived.conf")], capture_output=True, text=True, check=False)
-    assert res.returncode == 0, res.stdout + res.stderr
-
-
 def test_keepalived_rejects_unknown_keyword(tmp_path):
     """The validate: step works: a bad keyword fails the check (keepalived -t exits 5)."""
     if shutil.which("keepalived") is None:
