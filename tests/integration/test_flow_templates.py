@@ -52,6 +52,9 @@ OBSERVER = r"""
 import json, signal, socket, struct, sys
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+# 4 MB (the default ~208 KB holds fewer frames than the mirror's burst of
+# 120 if this process is off its CPU for a moment)
+s.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE (root)
 s.bind(("back", 0))
 out = open(sys.argv[1], "w", buffering=1)
 print("ready", flush=True)
@@ -192,6 +195,16 @@ def ruleset(flow_templates, mirrors):
     return render("nftables", "dataplane.nft.j2", build_plan(model), "nftables", "dd-director1")
 
 
+def wait_bound(netns, address, limit=20.0):
+    """Until nfcapd listens on ADDRESS:PORT in NETNS (the first packet carries templates)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if sh("ip", "netns", "exec", netns, "ss", "-Hlun", "sport = :%d" % PORT).stdout.strip():
+            return
+        time.sleep(0.05)
+    raise AssertionError("nfcapd did not bind %s:%d in %s s" % (address, PORT, limit))
+
+
 def export(ns, tmp, protocol, flow_templates, mirrors):
     """softflowd through the director; per receiver what arrived and what nfcapd decoded."""
     sh("ip", "netns", "exec", ns["dir"], "nft", "-f", "-", input=ruleset(flow_templates, mirrors))
@@ -208,7 +221,8 @@ def export(ns, tmp, protocol, flow_templates, mirrors):
                  "-w", str(tmp / name)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         for name, _a in receivers:
             assert procs[name + "-obs"].stdout.readline().strip() == "ready"
-        time.sleep(1)  # nfcapd binds
+        for name, address in receivers:
+            wait_bound(ns[name], address)
         out = sh("ip", "netns", "exec", ns["exp"], "softflowd", "-d", "-r", str(tmp / "flows.pcap"), "-m", "100",
                  "-v", str(VERSION[protocol]), "-n", "%s:%d" % (VIP, PORT), timeout=60).stdout
         time.sleep(1)
