@@ -607,6 +607,16 @@ def build_plan(model):
             "mirrors": mirrors,
         })
 
+    # A real server answers what reaches it, and its answers leave as its
+    # service's replies (VIP:port): a mirror on a real server's own address
+    # and port would send clients a second answer to every datagram.
+    for i, svc in enumerate(services):
+        for j, m in enumerate(svc["mirrors"]):
+            owner = rs_owner.get((ipaddress.ip_address(m["address"]), m["port"]))
+            if owner:
+                c.fail("director_services[%d].mirrors[%d]" % (i, j), "%s:%s" % (m["address"], m["port"]),
+                       "a receiver that is not a real server (it is one of %s, and would answer the copies)" % owner)
+
     if c.errors:
         raise ModelError(c.errors)
 

@@ -68,6 +68,9 @@ BAD = {
     "mirror twice": ({"mirrors": [{"address": "203.0.113.30"}, {"address": "203.0.113.30", "port": 7000}]},
                      "each mirror listed once per service"),
     "mirror port": ({"mirrors": [{"address": "203.0.113.30", "port": 0}]}, "from 1 to 65535"),
+    "mirror is a real server": ({"mirrors": [{"address": "203.0.113.21"}]},
+                                "director_services[0].mirrors[0]: got '203.0.113.21:7000', expected a receiver that "
+                                "is not a real server (it is one of director_services[0]"),
 }
 
 
@@ -154,9 +157,13 @@ def test_health_refill_of_a_plain_service_is_unchanged():
 
 
 def test_plan_copies_are_unique():
-    model = lab(flow_templates="ipfix", mirrors=[{"address": "203.0.113.21"}])  # a mirror that is a real server
+    """One forward rule per receiver: a mirror of two services is one copy target."""
+    model = lab(flow_templates="ipfix", mirrors=[{"address": "203.0.113.30"}])
+    model["services"].append({"name": "echo2", "vip": "198.51.100.10", "port": 7001,
+                              "real_servers": [{"address": "203.0.113.21"}],
+                              "mirrors": [{"address": "203.0.113.30", "port": 7000}]})
     copies = build_plan(copy.deepcopy(model))["copies"]
-    assert [c["address"] for c in copies] == ["203.0.113.21", "203.0.113.22", "203.0.113.23"]
+    assert [c["address"] for c in copies] == ["203.0.113.21", "203.0.113.22", "203.0.113.23", "203.0.113.30"]
 
 
 def test_health_refill_applies_with_nft(netns):  # pylint: disable=redefined-outer-name
