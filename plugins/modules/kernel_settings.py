@@ -99,6 +99,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 PROC_SYS = "/proc/sys"
 SYS_MODULE = "/sys/module"
+LIB_MODULES = "/lib/modules"
 HEADER = "# Managed by Ansible (datagram.director.kernel_settings)\n"
 
 
@@ -121,10 +122,21 @@ def read_sysctl(key):
         return None
 
 
-def module_present(name):
-    # /sys/module/NAME exists for loaded and for built-in modules (a built-in
-    # one never shows in /proc/modules and modprobe has nothing to do).
-    return os.path.isdir(os.path.join(SYS_MODULE, name.replace("-", "_")))
+def builtin_modules():
+    """Names of the modules built into the running kernel (modules.builtin)."""
+    try:
+        with open(os.path.join(LIB_MODULES, os.uname().release, "modules.builtin")) as handle:
+            return set(os.path.basename(line.strip())[:-3].replace("-", "_")
+                       for line in handle if line.strip().endswith(".ko"))
+    except FileNotFoundError:
+        return set()
+
+
+def module_present(name, builtin=frozenset()):
+    # /sys/module/NAME exists for a loaded module, but for a built-in one only
+    # when it has parameters; modules.builtin lists every built-in one.
+    name = name.replace("-", "_")
+    return name in builtin or os.path.isdir(os.path.join(SYS_MODULE, name))
 
 
 def sysctl_file_text(sysctls):
@@ -195,13 +207,15 @@ def load_modules(module, missing):
 
 
 def apply_sysctls(module, pending):
+    done = {}
     for key, change in pending.items():
         try:
             with open(sysctl_path(key), "w") as handle:
                 handle.write(change["after"])
         except OSError as exc:
-            module.fail_json(msg="setting %s to %s failed: %s" % (key, change["after"], exc),
-                             sysctls_set={k: v for k, v in pending.items() if k != key})
+            # what was set before this one (the ones after it were not tried)
+            module.fail_json(msg="setting %s to %s failed: %s" % (key, change["after"], exc), sysctls_set=done)
+        done[key] = change
 
 
 def wanted_files(params):
@@ -215,7 +229,8 @@ def wanted_files(params):
 
 def run(module):
     params = module.params
-    missing = [name for name in params["modules"] if not module_present(name)]
+    builtin = builtin_modules()
+    missing = [name for name in params["modules"] if not module_present(name, builtin)]
     if missing and not module.check_mode:
         load_modules(module, missing)
     pending = pending_sysctls(params["sysctls"])

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ansible_collections.datagram.director.plugins.modules import kernel_settings as ks
 
 
@@ -29,6 +31,14 @@ def test_pending_sysctls_reads_proc_sys(tmp_path, monkeypatch):
 
 
 def test_a_module_is_present_when_loaded_or_built_in(tmp_path, monkeypatch):
-    monkeypatch.setattr(ks, "SYS_MODULE", str(tmp_path))
-    (tmp_path / "ip_vs_rr").mkdir()
+    monkeypatch.setattr(ks, "SYS_MODULE", str(tmp_path / "sys"))
+    (tmp_path / "sys" / "ip_vs_rr").mkdir(parents=True)
     assert ks.module_present("ip_vs_rr") and ks.module_present("ip-vs-rr") and not ks.module_present("ip_vs")
+    # a built-in module without parameters has no /sys/module entry: modules.builtin lists it
+    monkeypatch.setattr(ks, "LIB_MODULES", str(tmp_path / "lib"))
+    release = tmp_path / "lib" / os.uname().release
+    release.mkdir(parents=True)
+    (release / "modules.builtin").write_text("kernel/net/netfilter/ipvs/ip_vs.ko\nkernel/net/netfilter/ipvs/ip_vs_wrr.ko\n")
+    builtin = ks.builtin_modules()
+    assert builtin == {"ip_vs", "ip_vs_wrr"}
+    assert ks.module_present("ip_vs", builtin) and not ks.module_present("ip_vs_sh", builtin)
