@@ -29,10 +29,12 @@ REAL_SERVERS6 = {"rs1": "2001:db8:113::21", "rs2": "2001:db8:113::22", "rs3": "2
 def plan():
     """echo (VIP:7000, the three echoing real servers) first, then a second
     service on the same VIP: both in the dispatch map, the VIP's fragments
-    counted under echo; echo6 the same over IPv6."""
-    def service(name, vip, port, addresses):
+    counted under echo; echo6 the same over IPv6 but from port 7002 of the
+    VIP to port 7000 of the real servers: its port is rewritten both ways,
+    echo's is not."""
+    def service(name, vip, port, addresses, rs_port=None):
         return {"name": name, "vip": vip, "port": port,
-                "real_servers": [{"address": a, "port": port} for a in addresses.values()]}
+                "real_servers": [{"address": a, "port": rs_port or port} for a in addresses.values()]}
     return build_plan({
         "data_plane": "nftables", "frontend_interface": "front", "backend_interface": "back",
         "frontend_vrid": 61, "backend_vrid": 62,
@@ -43,7 +45,7 @@ def plan():
                       "dd2": {"vrrp_priority": 100, "frontend_address": "198.51.100.12",
                               "backend_address": "203.0.113.12"}},
         "services": [service("echo", VIP, 7000, REAL_SERVERS), service("spare", VIP, 7001, REAL_SERVERS),
-                     service("echo6", VIP6, 7000, REAL_SERVERS6)],
+                     service("echo6", VIP6, 7002, REAL_SERVERS6, 7000)],
     })
 
 
@@ -97,11 +99,11 @@ def send_big(ns, address, size=3000):
     sh("ip", "netns", "exec", ns["client"], sys.executable, "-c", code)
 
 
-def run_client(ns, vip):
+def run_client(ns, vip, port=7000):
     code = ("import json, sys; sys.path.insert(0, %r); "
             "from ansible_collections.datagram.director.plugins.module_utils import udpgen; "
-            "print(json.dumps(udpgen.run(%r, 7000, %d, window=32, timeout=0.5)))"
-            % (COLLECTIONS_ROOT, vip, COUNT))
+            "print(json.dumps(udpgen.run(%r, %d, %d, window=32, timeout=0.5)))"
+            % (COLLECTIONS_ROOT, vip, port, COUNT))
     return json.loads(sh("ip", "netns", "exec", ns["client"], sys.executable, "-c", code, timeout=120).stdout)
 
 
@@ -122,12 +124,12 @@ def plane():
         yield ns
 
 
-@pytest.mark.parametrize("vip, name", [(VIP, "echo"), (VIP6, "echo6")])
-def test_spread_and_replies_from_the_vip(plane, vip, name):
-    result = run_client(plane, vip)
+@pytest.mark.parametrize("vip, port, name", [(VIP, 7000, "echo"), (VIP6, 7002, "echo6")])
+def test_spread_and_replies_from_the_vip(plane, vip, port, name):
+    result = run_client(plane, vip, port)
     print({k: result[k] for k in ("sent", "received", "per_server", "reply_sources")})
     assert result["per_server"] == {"rs1": COUNT // 3, "rs2": COUNT // 3, "rs3": COUNT // 3}
-    assert result["reply_sources"] == {("[%s]:7000" if ":" in vip else "%s:7000") % vip: COUNT}
+    assert result["reply_sources"] == {("[%s]:%d" if ":" in vip else "%s:%d") % (vip, port): COUNT}
     seen = counters(plane)
     # the counters the health program reads, per named real server
     assert [seen["fwd_%s_%d" % (name, i)] for i in range(3)] == [COUNT // 3] * 3

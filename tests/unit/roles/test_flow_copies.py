@@ -51,10 +51,20 @@ def test_off_renders_the_same_ruleset():
 @pytest.mark.parametrize("options", [{"flow_templates": "netflow_v9"}, {"flow_templates": "ipfix"},
                                      {"mirrors": [{"address": "203.0.113.30"}]}])
 def test_on_only_adds_lines(options):
-    """Turning an option on inserts lines; no line of the plain ruleset changes."""
+    """Turning an option on inserts lines; no line of the plain ruleset
+    changes, but for mirrors: a mirror's copy rewrites the datagram's port
+    first, so the real servers' chains of that service set theirs back."""
     plain, rich = ruleset(lab()).splitlines(), ruleset(lab(**options)).splitlines()
     ops = difflib.SequenceMatcher(a=plain, b=rich, autojunk=False).get_opcodes()
-    assert set(op[0] for op in ops) == {"equal", "insert"}
+    replaced = [(plain[i1:i2], rich[j1:j2]) for op, i1, i2, j1, j2 in ops if op == "replace"]
+    assert set(op[0] for op in ops) - {"replace"} == {"equal", "insert"}
+    restored = [(a.replace(" counter", " udp dport set 7000 counter"), b) for old, new in replaced
+                for a, b in zip(old, new)]
+    name = lab()["services"][0]["name"]
+    expected = len(lab()["services"][0]["real_servers"]) if "mirrors" in options else 0
+    assert all('counter name "fwd_%s_' % name in b for a, b in restored)
+    assert sum(len(old) for old, new in replaced) == sum(len(new) for old, new in replaced) == expected
+    assert all(a == b for a, b in restored)
 
 
 BAD = {

@@ -204,9 +204,27 @@ def test_backend_picks_the_real_server_through_one_map():
         for i, rs in enumerate(svc["real_servers"]):
             expected.append("%s . %d : goto back_%s_%d" % (rs["address"], rs["port"], svc["name"], i))
             back, = chain_rules(ruleset, "back_%s_%d" % (svc["name"], i))
-            assert ('%s saddr set %s udp sport set %d counter name "reply_%s_%d"'
-                    % (FAMILY[svc["family"]], svc["vip"], svc["port"], svc["name"], i)) in back
+            assert ('%s saddr set %s counter name "reply_%s_%d"'
+                    % (FAMILY[svc["family"]], svc["vip"], svc["name"], i)) in back
     assert sorted(elements) == sorted(expected)
+
+
+def test_port_is_rewritten_only_when_it_changes():
+    """A real server on another port than the service's gets its port set
+    on the way in and the service's on the way back; the others keep theirs
+    (a rewrite to the same port costs CPU and changes nothing)."""
+    model = load_model("lab")
+    svc = model["services"][0]
+    svc["real_servers"][1] = dict(svc["real_servers"][1], port=7100)
+    plan = build_plan(model)
+    ruleset = render("nftables", "dataplane.nft.j2", plan, "nftables", "dd-director1")
+    for i, rs in enumerate(svc["real_servers"]):
+        inbound, = chain_rules(ruleset, "rs_%s_%d" % (svc["name"], i))
+        back, = chain_rules(ruleset, "back_%s_%d" % (svc["name"], i))
+        moved = rs["port"] != svc["port"]
+        assert ("udp dport set %d " % rs["port"] in inbound) == moved, inbound
+        assert ("udp sport set %d " % svc["port"] in back) == moved, back
+        assert inbound.count(" set ") == 1 + moved and back.count(" set ") == 1 + moved
 
 
 def test_fragments_of_a_shared_vip_count_under_its_first_service():
