@@ -275,6 +275,9 @@ def main(argv=None):
                         "sizes": args.sizes, "ports": args.ports, "scale": args.scale}
     table = report.table(paths, data)
     print("\n" + table)
+    side_by_side = report.paired(paths, data)
+    if side_by_side:
+        print("\n" + side_by_side)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(data, out, indent=1)
@@ -285,6 +288,7 @@ def main(argv=None):
         return 1
     print("bench: every path measured (%d), nothing lost" % len(paths))
     if not args.quick:
+        os.makedirs(args.out, exist_ok=True)
         if not args.from_json:
             with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as out:
                 json.dump(data, out, indent=1)

@@ -19,7 +19,7 @@ import time
 import jinja2
 
 import topology as topo
-from stats import lean_ruleset, without_counters, without_fragment_rules
+from stats import lean_ruleset, with_same_port_rewrite, without_counters, without_fragment_rules
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "plugins", "module_utils"))
@@ -103,6 +103,17 @@ def shipped(services=1, transform=None):
         text = render(services)
         nft_load(netns, workdir, transform(text) if transform else text, "dataplane-%d" % services)
     return setup
+
+
+def empty_ingress_hook(netns, workdir):
+    """An ingress chain without rules on the frontend: what any plane hooked
+    there costs traffic that is not for a VIP before its first rule."""
+    nft_load(netns, workdir, """table netdev hook_bench {
+    chain frontend {
+        type filter hook ingress device "eth0" priority filter; policy accept;
+    }
+}
+""", "empty_ingress_hook")
 
 
 # --- what users run instead ------------------------------------------------------
@@ -226,6 +237,8 @@ def registry(scale=True, nginx_cpu=1):
         Path("route_nft", "plain routing to the real servers with the shipped ruleset loaded: traffic not for a VIP "
              "(their replies are the service's, so they leave with VIP:port)", target="rs",
              setup=shipped()),
+        Path("route_hook", "plain routing with an empty ingress chain on the frontend: the floor of any plane "
+             "hooked there, for traffic not for a VIP", target="rs", setup=empty_ingress_hook),
     ]
     vip_paths = [
         Path("nft", "shipped nftables plane (rendered template, loaded unchanged)", setup=shipped()),
@@ -233,6 +246,8 @@ def registry(scale=True, nginx_cpu=1):
         Path("nft_nofrag", "shipped plane without fragment rules", setup=shipped(transform=without_fragment_rules)),
         Path("nft_lean", "same without named counters and fragment rules",
              setup=shipped(transform=lean_ruleset)),
+        Path("nft_portset", "shipped plane, but rewriting the port to the same port (as before it was left out)",
+             setup=shipped(transform=lambda text: with_same_port_rewrite(text, topo.PORT))),
         Path("dnat", "stateful `dnat to numgen` (per flow)", pattern="flow", setup=dnat_numgen),
         Path("seed", "seed's method: notrack + prerouting rewrite + iptables SNAT", setup=seed_method),
     ]

@@ -70,6 +70,25 @@ def table(paths, data):
     return "\n".join(lines)
 
 
+def paired(paths, data, against="dnat"):
+    """Each director path against ``against`` run by run (the same seconds):
+    the difference of their director-only ratios, so that the noise both
+    share cancels; negative = cheaper. None when ``against`` was not run."""
+    ref = [p for p in paths if p.name == against]
+    if not ref:
+        return None
+    base = [r for s, p, r in ratios(ref[0], data["runs"])[0]]
+    lines = ["| path | minus `%s`, per run: median (min-max) | runs where cheaper |" % against, "|---|---|---|"]
+    for path in paths:
+        if not path.director or path.target != "vip" or path.name == against:
+            continue
+        diff = [r - b for (s, p, r), b in zip(ratios(path, data["runs"])[0], base)]
+        mid, low, high = stats.summary(diff)
+        lines.append("| `%s` | %+.2f (%+.2f to %+.2f) | %d of %d |"
+                     % (path.name, mid, low, high, sum(d < 0 for d in diff), len(diff)))
+    return "\n".join(lines)
+
+
 def baselines(paths, data):
     """The raw sender CPU per datagram of every path (ns, median over runs)."""
     lines = ["| path | sender CPU per datagram, ns: median (min-max) |", "|---|---|"]
@@ -114,7 +133,7 @@ echoed by the real server that got it; per-packet paths give 1000/1000/1000.
 ![director-only ratio to plain routing](ratios.png)
 
 %(table)s
-
+%(paired)s
 Sender CPU per datagram (ns, the raw figures the ratios come from; the
 `direct_*` rows are the no-director baselines):
 
@@ -122,6 +141,15 @@ Sender CPU per datagram (ns, the raw figures the ratios come from; the
 """ % {"cpu": mach["cpu"], "cpus": mach["cpus"], "mem": mach["mem_gb"], "kernel": mach["kernel"],
        "nft": mach["nft"], "date": mach["date"], "rounds": args["rounds"],
        "sizes": "/".join(str(s) for s in args["sizes"]), "ports": "/".join(str(p) for p in args["ports"]),
-       "count": args["count"], "rate": args["rate"], "table": table_text, "raw": baselines(paths, data)}
+       "count": args["count"], "rate": args["rate"], "table": table_text, "raw": baselines(paths, data),
+       "paired": _paired_section(paths, data)}
     with open(filename, "w", encoding="utf-8") as out:
         out.write(text)
+
+
+def _paired_section(paths, data):
+    text = paired(paths, data)
+    if text is None:
+        return ""
+    return ("\nSide by side with per-flow DNAT, run by run: a path's director-only ratio\n"
+            "minus that of `dnat` measured in the same seconds (negative: cheaper).\n\n%s\n" % text)

@@ -96,6 +96,13 @@ def without_fragment_rules(text):
     return _FRAGMENT_RULE.sub("", text)
 
 
+def with_same_port_rewrite(text, port):
+    """The shipped ruleset of one service on ``port`` as it was before a port
+    was rewritten only when it changes: every real server's chain sets the
+    (unchanged) port too."""
+    return text.replace(' counter name "fwd_', ' udp dport set %d counter name "fwd_' % port)
+
+
 def lean_ruleset(text):
     """The shipped ruleset without its named counters and fragment rules
     (the same dispatch, rewrite and fwd otherwise)."""

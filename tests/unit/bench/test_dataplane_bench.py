@@ -139,3 +139,24 @@ def test_each_path_subtracts_the_baseline_of_its_own_pattern():
     # nft: (9500 - 8000) / (9000 - 8000); dnat (per flow): (9000 - 7000) / 1000
     assert (nft, dnat) == (pytest.approx(1.5), pytest.approx(2.0))
     assert by_name["dnat"].pattern == "flow" and by_name["nft"].pattern == "spread"
+
+
+def test_paired_compares_each_run_with_dnat_of_the_same_run():
+    """nft costs 1.5, 1.0, 2.0 and dnat 2.0, 1.0, 1.2 in the same three runs:
+    the differences -0.5, 0, +0.8 (cheaper once, median 0), where the medians
+    alone (1.5 against 1.2) would say +0.3; routing rows (not for a VIP) are
+    left out."""
+    runs = [synthetic_run(64, 1, direct_spread=8000, direct_flow=7000, route=9000, nft=nft, dnat=dnat)
+            for nft, dnat in ((9500, 9000), (9000, 8000), (10000, 8200))]
+    by_name = dict((p.name, p) for p in paths.registry(scale=False))
+    text = report.paired([by_name[n] for n in ("route", "nft", "dnat")], {"runs": runs})
+    assert text.splitlines()[2:] == ["| `nft` | +0.00 (-0.50 to +0.80) | 1 of 3 |"]
+    assert report.paired([by_name["nft"]], {"runs": runs}) is None
+
+
+def test_same_port_rewrite_is_added_to_each_real_server_chain_only():
+    shipped = paths.render()
+    assert "udp dport set" not in shipped
+    old = stats.with_same_port_rewrite(shipped, 7000)
+    assert old.count("udp dport set 7000 counter name \"fwd_bench_") == 3
+    assert old.replace(" udp dport set 7000", "") == shipped
