@@ -70,23 +70,104 @@ BOOLEANS_FALSE = frozenset(("n", "no", "off", "0", "false", "f", 0, 0.0, False))
 TEXT_OPTIONS = ("payload", "query_name", "nas_identifier", "sip_uri", "http_path", "http_host")
 LINE_OPTIONS = ("query_name", "sip_uri", "http_path", "http_host")
 
-DEFAULTS = {
-    "data_plane": "auto",
-    "vrrp_version": 3,
-    "vrrp_advert_int": 1,
-    "vrrp_preempt": True,
-    "vrrp_preempt_delay": 0,
-    "vrrp_sync_group": "datagram_director",
-    "vrrp_notify": {},
-    "frontend_gateways": [],
-    "reply_rewrite": "stateless",
-    "reply_zone_base": 1000,
-    "health_check": {"type": "none"},
+
+def _opt(kind="str", **spec):
+    """One input in Ansible's argument-spec form (type, choices, default, required, ...)."""
+    spec["type"] = kind
+    return spec
+
+
+# The inputs, in Ansible's argument-spec form. The validator below takes its
+# defaults, choices and known keys from here; roles/preflight/meta/
+# argument_specs.yml declares the same for Ansible and ansible-doc (a unit
+# test holds them equal). Ranges and relations between keys are checked by
+# the validator only (an argument spec cannot say them).
+HEALTH_CHECK_SPEC = {
+    "type": _opt(choices=list(HEALTH_CHECK_TYPES), default="udp"),
+    "interval": _opt("int", default=1),
+    "timeout": _opt("int", default=1),
+    "fall": _opt("int", default=2),
+    "rise": _opt("int", default=1),
+    "port": _opt("int"),  # default: the real server's port
+    "payload": _opt(), "payload_hex": _opt(), "expect": _opt(), "expect_hex": _opt(),
+    "min_length": _opt("int"), "max_length": _opt("int"),
+    "query_name": _opt(), "query_type": _opt("raw"), "expect_rcode": _opt("raw"), "expect_answer": _opt("bool"),
+    "secret": _opt(no_log=True), "nas_identifier": _opt(),
+    "sip_uri": _opt(),
+    "http_path": _opt(), "http_host": _opt(), "expect_status": _opt("list", elements="int"),
+    "script": _opt(),
+}
+REAL_SERVER_SPEC = {
+    "address": _opt(required=True),
+    "port": _opt("int"),  # default: the service port
+    "weight": _opt("int", default=1),
+}
+MIRROR_SPEC = {
+    "address": _opt(required=True),
+    "port": _opt("int"),  # default: the service port
+}
+# Keys without a default here take the director_* variable of the same name
+# (reply_rewrite, health_check, panic_threshold).
+SERVICE_SPEC = {
+    "name": _opt(required=True),
+    "vip": _opt(required=True),
+    "port": _opt("int", required=True),
+    "protocol": _opt(choices=["udp"], default="udp"),
+    "scheduler": _opt(choices=list(SCHEDULERS), default="rr"),
+    "ops": _opt("bool", default=True),  # must stay true
+    "persistence_timeout": _opt("int"),  # refused unless 0
+    "reply_rewrite": _opt(choices=list(REPLY_REWRITES)),
+    "health_check": _opt("dict", options=HEALTH_CHECK_SPEC),
+    "panic_threshold": _opt("int"),
+    "quorum": _opt("int", default=1),
+    "alpha": _opt("bool", default=True),
+    "inhibit_on_failure": _opt("bool", default=True),
+    "flow_templates": _opt(choices=list(FLOW_TEMPLATES), default="none"),
+    "mirrors": _opt("list", elements="dict", default=[], options=MIRROR_SPEC),
+    "real_servers": _opt("list", elements="dict", required=True, options=REAL_SERVER_SPEC),
+}
+VRRP_NOTIFY_SPEC = dict((event, _opt()) for event in ("master", "backup", "fault", "stop"))
+# Host variables of each director.
+HOST_SPEC = {
+    "director_vrrp_priority": _opt("int", required=True),
+    "director_frontend_address": _opt(required=True),
+    "director_backend_address": _opt(required=True),
+}
+# Group variables of the pair.
+GROUP_SPEC = {
+    "director_data_plane": _opt(choices=list(DATA_PLANES), default="auto"),
+    "director_vrrp_version": _opt("int", choices=[2, 3], default=3),
+    "director_vrrp_advert_int": _opt("float", default=1),
+    "director_vrrp_preempt": _opt("bool", default=True),
+    "director_vrrp_preempt_delay": _opt("int", default=0),
+    "director_vrrp_sync_group": _opt(default="datagram_director"),
+    "director_vrrp_notify": _opt("dict", default={}, options=VRRP_NOTIFY_SPEC),
+    "director_frontend_interface": _opt(required=True),
+    "director_frontend_vrid": _opt("int", required=True),
+    "director_frontend_vips": _opt("list", elements="str", required=True),
+    "director_frontend_gateways": _opt("list", elements="str", default=[]),
+    "director_backend_interface": _opt(required=True),
+    "director_backend_vrid": _opt("int", required=True),
+    "director_backend_gateway_vips": _opt("list", elements="str", required=True),
+    "director_services": _opt("list", elements="dict", required=True, options=SERVICE_SPEC),
+    "director_reply_rewrite": _opt(choices=list(REPLY_REWRITES), default="stateless"),
+    "director_reply_zone_base": _opt("int", default=1000),
+    "director_health_check": _opt("dict", default={"type": "none"}, options=HEALTH_CHECK_SPEC),
     # Healthy panic threshold (percent of a service's weight): below it the
     # service spreads over every configured real server instead of dropping.
     # 1: only when (practically) none passes; 0: never (drop).
-    "panic_threshold": 1,
+    "director_panic_threshold": _opt("int", default=1),
 }
+# What the preflight role takes (its argument_specs.yml).
+INPUTS = dict(GROUP_SPEC, **HOST_SPEC)
+# The group variables' defaults, without the director_ prefix (build_plan's model keys).
+DEFAULTS = dict((name[len("director_"):], spec["default"]) for name, spec in GROUP_SPEC.items() if "default" in spec)
+
+
+def _default(spec, key):
+    """A copy of the default of ``key`` in ``spec`` (a list or mapping is never shared)."""
+    value = spec[key].get("default")
+    return type(value)(value) if isinstance(value, (list, dict)) else value
 
 
 class ModelError(ValueError):
@@ -212,10 +293,9 @@ def _health_check(c, path, hc):
         c.fail(path, hc, "a mapping with a type")
         hc = {"type": "none"}
     hc = dict(hc)
-    hc["type"] = c.choice(path + ".type", hc.get("type", "udp"), HEALTH_CHECK_TYPES)
-    for key, low, high, default in (("interval", 1, 3600, 1), ("timeout", 1, 60, 1),
-                                    ("fall", 1, 100, 2), ("rise", 1, 100, 1)):
-        hc[key] = c.integer("%s.%s" % (path, key), hc.get(key, default), low, high)
+    hc["type"] = c.choice(path + ".type", hc.get("type", _default(HEALTH_CHECK_SPEC, "type")), HEALTH_CHECK_TYPES)
+    for key, low, high in (("interval", 1, 3600), ("timeout", 1, 60), ("fall", 1, 100), ("rise", 1, 100)):
+        hc[key] = c.integer("%s.%s" % (path, key), hc.get(key, _default(HEALTH_CHECK_SPEC, key)), low, high)
     if hc["type"] == "misc" and not str(hc.get("script", "")).startswith("/"):
         c.fail(path + ".script", hc.get("script"), "an absolute path for a misc health check")
     _health_check_options(c, path, hc)
@@ -316,18 +396,19 @@ def _keepalived_options(c, path, svc, real_servers):
 
     ``real_servers`` is None when some of them were invalid (their total weight is unknown).
     """
-    opts = dict((key, c.boolean("%s.%s" % (path, key), _option(svc, key, True)))
+    opts = dict((key, c.boolean("%s.%s" % (path, key), _option(svc, key, _default(SERVICE_SPEC, key))))
                 for key in ("alpha", "inhibit_on_failure"))
     # keepalived compares quorum with the summed configured weight of the real
     # servers it sees alive (and turns 0 into 1 silently). Above the weight of
     # all of them it can never be met: keepalived would report the service
     # "quorum down" with every server healthy. Refused, not clamped: a mistake.
     total = sum(rs["weight"] for rs in real_servers or [])
+    quorum = _option(svc, "quorum", _default(SERVICE_SPEC, "quorum"))
     if total:
-        opts["quorum"] = c.integer(path + ".quorum", _option(svc, "quorum", 1), 1, total,
+        opts["quorum"] = c.integer(path + ".quorum", quorum, 1, total,
                                    " (the total weight of its real servers: a higher quorum is never met)")
     else:
-        opts["quorum"] = c.integer(path + ".quorum", _option(svc, "quorum", 1), 1, 2 ** 31 - 1)
+        opts["quorum"] = c.integer(path + ".quorum", quorum, 1, 2 ** 31 - 1)
     return opts
 
 
@@ -398,6 +479,13 @@ def _networks(vips):
     return nets
 
 
+def _unknown_keys(c, path, mapping, spec):
+    """Keys the spec does not know (a misspelt key would silently take its default)."""
+    for key in sorted(set(mapping) - set(spec), key=str):
+        c.fail("%s.%s" % (path, key), "(hidden)" if "secret" in str(key) else mapping[key],
+               "no such key (keys: %s)" % ", ".join(sorted(spec)))
+
+
 def _listify(value):
     if value is None:
         return []
@@ -421,7 +509,8 @@ def build_plan(model):
     m.update(dict((k, v) for k, v in model.items() if v is not None))
 
     data_plane = c.choice("director_data_plane", m["data_plane"], DATA_PLANES)
-    version = c.integer("director_vrrp_version", m["vrrp_version"], 2, 3)
+    versions = GROUP_SPEC["director_vrrp_version"]["choices"]
+    version = c.integer("director_vrrp_version", m["vrrp_version"], min(versions), max(versions))
     advert = c.number("director_vrrp_advert_int", m["vrrp_advert_int"], 0.01, 255, "seconds from 0.01 to 255")
     if advert is not None and version == 2 and advert != int(advert):
         c.fail("director_vrrp_advert_int", m["vrrp_advert_int"],
@@ -434,8 +523,8 @@ def build_plan(model):
         c.fail("director_vrrp_notify", notify, "a mapping of master/backup/fault/stop to script paths")
         notify = {}
     for key, script in notify.items():
-        if key not in ("master", "backup", "fault", "stop"):
-            c.fail("director_vrrp_notify.%s" % key, key, "one of master, backup, fault, stop")
+        if key not in VRRP_NOTIFY_SPEC:
+            c.fail("director_vrrp_notify.%s" % key, key, "one of %s" % ", ".join(VRRP_NOTIFY_SPEC))
         elif not isinstance(script, str) or not script.startswith("/"):
             c.fail("director_vrrp_notify.%s" % key, script, "an absolute path to a script")
 
@@ -522,6 +611,7 @@ def build_plan(model):
         if not isinstance(svc, dict):
             c.fail(p, svc, "a mapping with name, vip, port and real_servers")
             continue
+        _unknown_keys(c, p, svc, SERVICE_SPEC)
         name = c.name(p + ".name", svc.get("name"))
         if name is not None:
             if name in seen_names:
@@ -535,18 +625,21 @@ def build_plan(model):
             if (vip, port) in seen_endpoints:
                 c.fail(p, "%s:%s" % (vip, port), "each VIP and port used by one service only")
             seen_endpoints.add((vip, port))
-        scheduler = c.choice(p + ".scheduler", svc.get("scheduler", "rr"), SCHEDULERS)
-        if c.boolean(p + ".ops", _option(svc, "ops", True)) is False:
+        scheduler = c.choice(p + ".scheduler", svc.get("scheduler", _default(SERVICE_SPEC, "scheduler")), SCHEDULERS)
+        if c.boolean(p + ".ops", _option(svc, "ops", _default(SERVICE_SPEC, "ops"))) is False:
             c.fail(p + ".ops", svc["ops"], "true: per-packet scheduling is what this collection provides")
         if svc.get("persistence_timeout") not in (None, 0):
             c.fail(p + ".persistence_timeout", svc.get("persistence_timeout"),
                    "no persistence: one-packet scheduling never pins a client (keepalived forbids ops with persistence)")
-        if svc.get("protocol", "udp") != "udp":
+        if svc.get("protocol", _default(SERVICE_SPEC, "protocol")) != "udp":
             c.fail(p + ".protocol", svc.get("protocol"), "udp")
         rewrite = c.choice(p + ".reply_rewrite", svc.get("reply_rewrite", default_rewrite), REPLY_REWRITES)
         hc = _health_check(c, p + ".health_check", svc.get("health_check", default_hc) or {"type": "none"})
         panic = _panic_threshold(c, p, svc, hc, default_panic)
         flow_templates = _flow_templates(c, p, svc)
+        for j, item in enumerate(svc["mirrors"] if isinstance(svc.get("mirrors"), list) else []):
+            if isinstance(item, dict):
+                _unknown_keys(c, "%s.mirrors[%d]" % (p, j), item, MIRROR_SPEC)
         mirrors = _mirrors(c, p, svc, vip.version if vip is not None else None, port, all_vips | set(own),
                            (("frontend", [v.network for v in fvips]), ("backend", [v.network for v in bvips])))
         if (flow_templates or mirrors) and data_plane not in (None, "nftables"):
@@ -563,9 +656,10 @@ def build_plan(model):
             if not isinstance(rs, dict):
                 c.fail(rp, rs, "a mapping with address, port and weight")
                 continue
+            _unknown_keys(c, rp, rs, REAL_SERVER_SPEC)
             addr = c.address(rp + ".address", rs.get("address"), vip.version if vip is not None else None)
             rport = c.integer(rp + ".port", rs.get("port", port), 1, 65535)
-            weight = c.integer(rp + ".weight", rs.get("weight", 1), 0, 65535)
+            weight = c.integer(rp + ".weight", rs.get("weight", _default(REAL_SERVER_SPEC, "weight")), 0, 65535)
             if addr is None or rport is None or weight is None:
                 continue
             if addr in all_vips or addr in own:
