@@ -4,7 +4,9 @@
 """One validator: the preflight role's argument_specs.yml declares exactly the
 model's inputs (types, choices, defaults, required keys, down to every key of
 a service, a real server, a mirror and a health check), the validator uses
-those defaults and knows no other key, and ansible-doc shows every one."""
+those defaults and knows no other key, and ansible-doc shows every one.
+Every other role declares its inputs as their one source says: a director_*
+variable as the model, any other with the default of its defaults/main.yml."""
 
 from __future__ import annotations
 
@@ -177,3 +179,70 @@ def test_ansible_doc_shows_every_key(collections_path, tmp_path):
         expected |= _doc_options(spec, name)
     assert len(expected) > 70
     assert sorted(expected - shown) == []
+
+
+def _role_specs():
+    """(role, entry point, options) of every role's argument_specs.yml."""
+    out = []
+    for role in sorted(os.listdir(os.path.join(REPO, "roles"))):
+        path = os.path.join(REPO, "roles", role, "meta", "argument_specs.yml")
+        with open(path) as f:
+            for entry, spec in yaml.safe_load(f)["argument_specs"].items():
+                out.append((role, entry, spec.get("options") or {}))
+    return out
+
+
+def _role_defaults(role):
+    path = os.path.join(REPO, "roles", role, "defaults", "main.yml")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def role_spec_problems(specs, defaults_of):
+    """Where a role's argument spec disagrees with the one source of its inputs:
+    the model for director_* variables, the role's defaults/main.yml otherwise."""
+    out = []
+    for role, entry, options in specs:
+        defaults = defaults_of(role)
+        for name, opt in sorted(options.items()):
+            where = "%s/%s: %s" % (role, entry, name)
+            if name.startswith("director_"):
+                out += ["%s: %s" % (where, d) for d in differences({name: canonical({name: opt})[name]},
+                                                                   {name: canonical(model.INPUTS).get(name, {})})]
+            elif opt.get("required") and name in defaults:
+                out.append("%s: required, but defaults/main.yml sets it" % where)
+            elif "{{" not in str(defaults.get(name, "")) and opt.get("default") != defaults.get(name):
+                out.append("%s: default %r, defaults/main.yml %r" % (where, opt.get("default"), defaults.get(name)))
+        undeclared = sorted(set(defaults) - set(options)) if entry == "main" else []
+        out += ["%s/main: %s in defaults/main.yml, not declared" % (role, name) for name in undeclared]
+    return out
+
+
+def test_every_role_declares_its_inputs_as_their_source_does():
+    specs = _role_specs()
+    assert len(specs) >= 8
+    assert role_spec_problems(specs, _role_defaults) == []
+
+
+def test_a_role_default_that_differs_is_found():
+    specs = copy.deepcopy(_role_specs())
+    vrrp_main = [options for role, entry, options in specs if (role, entry) == ("vrrp", "main")][0]
+    vrrp_main["vrrp_restart_sec"]["default"] = 99
+    master = [options for role, entry, options in specs if (role, entry) == ("vrrp", "master")][0]
+    master["director_frontend_vips"]["elements"] = "dict"
+
+    def defaults_of(role):
+        defaults = _role_defaults(role)
+        if role == "flow_audit":
+            defaults["flow_audit_extra"] = 1
+        return defaults
+
+    found = role_spec_problems(specs, defaults_of)
+    assert [line for line in found if "flow_audit_extra" in line] == [
+        "flow_audit/main: flow_audit_extra in defaults/main.yml, not declared"]
+    assert any(line.startswith("vrrp/main: vrrp_restart_sec: default 99") for line in found), found
+    assert "vrrp/master: director_frontend_vips: director_frontend_vips.elements: argument_specs 'dict', " \
+           "model 'str'" in found, found
+    assert len(found) == 3, found
