@@ -86,6 +86,10 @@ molecule_logged() {
 # The Molecule scenarios provision through the built collection, installed
 # from its tarball the way a user installs it: the only datagram.director on
 # the collections path is the artifact (plus containers.podman for the driver).
+# The artifact leaves out the lab and the drills; those alone are copied into
+# the installed tree from the checkout (galaxy.yml build_ignore entries under
+# roles/, playbooks/, plugins/), so every product file still comes from the
+# tarball.
 use_installed_collection() {
   [ -z "${ANSIBLE_COLLECTIONS_PATH:-}" ] || return 0
   local dest=$top/.cache/installed
@@ -94,8 +98,26 @@ use_installed_collection() {
   ansible-galaxy collection build --force --output-path "$dest" . >/dev/null
   ansible-galaxy collection install --force --no-deps -p "$dest" "$dest"/datagram-director-*.tar.gz >/dev/null
   ln -s "$top/.collections/ansible_collections/containers" "$dest/ansible_collections/containers"
+  add_lab_material "$dest/ansible_collections/datagram/director"
   export ANSIBLE_COLLECTIONS_PATH=$dest
-  echo "datagram.director for Molecule: $(ls "$dest"/datagram-director-*.tar.gz) installed in $dest"
+  echo "datagram.director for Molecule: $(ls "$dest"/datagram-director-*.tar.gz) installed in $dest, lab material from the checkout"
+}
+add_lab_material() {
+  python - "$top" "$1" <<'PY'
+import os, shutil, sys, yaml
+top, installed = sys.argv[1:]
+with open(os.path.join(top, "galaxy.yml")) as f:
+    ignored = yaml.safe_load(f)["build_ignore"]
+for entry in ignored:
+    src = os.path.join(top, entry)
+    if entry.split("/")[0] not in ("roles", "playbooks", "plugins") or not os.path.exists(src):
+        continue
+    dst = os.path.join(installed, entry)
+    if os.path.isdir(src):
+        shutil.copytree(src, dst)
+    else:
+        shutil.copy2(src, dst)
+PY
 }
 want_ipvs=0
 for s in "${stages[@]}"; do [ "$s" = ipvs ] && want_ipvs=1; done

@@ -70,23 +70,104 @@ BOOLEANS_FALSE = frozenset(("n", "no", "off", "0", "false", "f", 0, 0.0, False))
 TEXT_OPTIONS = ("payload", "query_name", "nas_identifier", "sip_uri", "http_path", "http_host")
 LINE_OPTIONS = ("query_name", "sip_uri", "http_path", "http_host")
 
-DEFAULTS = {
-    "data_plane": "auto",
-    "vrrp_version": 3,
-    "vrrp_advert_int": 1,
-    "vrrp_preempt": True,
-    "vrrp_preempt_delay": 0,
-    "vrrp_sync_group": "datagram_director",
-    "vrrp_notify": {},
-    "frontend_gateways": [],
-    "reply_rewrite": "stateless",
-    "reply_zone_base": 1000,
-    "health_check": {"type": "none"},
+
+def _opt(kind="str", **spec):
+    """One input in Ansible's argument-spec form (type, choices, default, required, ...)."""
+    spec["type"] = kind
+    return spec
+
+
+# The inputs, in Ansible's argument-spec form. The validator below takes its
+# defaults, choices and known keys from here; roles/preflight/meta/
+# argument_specs.yml declares the same for Ansible and ansible-doc (a unit
+# test holds them equal). Ranges and relations between keys are checked by
+# the validator only (an argument spec cannot say them).
+HEALTH_CHECK_SPEC = {
+    "type": _opt(choices=list(HEALTH_CHECK_TYPES), default="udp"),
+    "interval": _opt("int", default=1),
+    "timeout": _opt("int", default=1),
+    "fall": _opt("int", default=2),
+    "rise": _opt("int", default=1),
+    "port": _opt("int"),  # default: the real server's port
+    "payload": _opt(), "payload_hex": _opt(), "expect": _opt(), "expect_hex": _opt(),
+    "min_length": _opt("int"), "max_length": _opt("int"),
+    "query_name": _opt(), "query_type": _opt("raw"), "expect_rcode": _opt("raw"), "expect_answer": _opt("bool"),
+    "secret": _opt(no_log=True), "nas_identifier": _opt(),
+    "sip_uri": _opt(),
+    "http_path": _opt(), "http_host": _opt(), "expect_status": _opt("list", elements="int"),
+    "script": _opt(),
+}
+REAL_SERVER_SPEC = {
+    "address": _opt(required=True),
+    "port": _opt("int"),  # default: the service port
+    "weight": _opt("int", default=1),
+}
+MIRROR_SPEC = {
+    "address": _opt(required=True),
+    "port": _opt("int"),  # default: the service port
+}
+# Keys without a default here take the director_* variable of the same name
+# (reply_rewrite, health_check, panic_threshold).
+SERVICE_SPEC = {
+    "name": _opt(required=True),
+    "vip": _opt(required=True),
+    "port": _opt("int", required=True),
+    "protocol": _opt(choices=["udp"], default="udp"),
+    "scheduler": _opt(choices=list(SCHEDULERS), default="rr"),
+    "ops": _opt("bool", default=True),  # must stay true
+    "persistence_timeout": _opt("int"),  # refused unless 0
+    "reply_rewrite": _opt(choices=list(REPLY_REWRITES)),
+    "health_check": _opt("dict", options=HEALTH_CHECK_SPEC),
+    "panic_threshold": _opt("int"),
+    "quorum": _opt("int", default=1),
+    "alpha": _opt("bool", default=True),
+    "inhibit_on_failure": _opt("bool", default=True),
+    "flow_templates": _opt(choices=list(FLOW_TEMPLATES), default="none"),
+    "mirrors": _opt("list", elements="dict", default=[], options=MIRROR_SPEC),
+    "real_servers": _opt("list", elements="dict", required=True, options=REAL_SERVER_SPEC),
+}
+VRRP_NOTIFY_SPEC = dict((event, _opt()) for event in ("master", "backup", "fault", "stop"))
+# Host variables of each director.
+HOST_SPEC = {
+    "director_vrrp_priority": _opt("int", required=True),
+    "director_frontend_address": _opt(required=True),
+    "director_backend_address": _opt(required=True),
+}
+# Group variables of the pair.
+GROUP_SPEC = {
+    "director_data_plane": _opt(choices=list(DATA_PLANES), default="auto"),
+    "director_vrrp_version": _opt("int", choices=[2, 3], default=3),
+    "director_vrrp_advert_int": _opt("float", default=1),
+    "director_vrrp_preempt": _opt("bool", default=True),
+    "director_vrrp_preempt_delay": _opt("int", default=0),
+    "director_vrrp_sync_group": _opt(default="datagram_director"),
+    "director_vrrp_notify": _opt("dict", default={}, options=VRRP_NOTIFY_SPEC),
+    "director_frontend_interface": _opt(required=True),
+    "director_frontend_vrid": _opt("int", required=True),
+    "director_frontend_vips": _opt("list", elements="str", required=True),
+    "director_frontend_gateways": _opt("list", elements="str", default=[]),
+    "director_backend_interface": _opt(required=True),
+    "director_backend_vrid": _opt("int", required=True),
+    "director_backend_gateway_vips": _opt("list", elements="str", required=True),
+    "director_services": _opt("list", elements="dict", required=True, options=SERVICE_SPEC),
+    "director_reply_rewrite": _opt(choices=list(REPLY_REWRITES), default="stateless"),
+    "director_reply_zone_base": _opt("int", default=1000),
+    "director_health_check": _opt("dict", default={"type": "none"}, options=HEALTH_CHECK_SPEC),
     # Healthy panic threshold (percent of a service's weight): below it the
     # service spreads over every configured real server instead of dropping.
     # 1: only when (practically) none passes; 0: never (drop).
-    "panic_threshold": 1,
+    "director_panic_threshold": _opt("int", default=1),
 }
+# What the preflight role takes (its argument_specs.yml).
+INPUTS = dict(GROUP_SPEC, **HOST_SPEC)
+# The group variables' defaults, without the director_ prefix (build_plan's model keys).
+DEFAULTS = dict((name[len("director_"):], spec["default"]) for name, spec in GROUP_SPEC.items() if "default" in spec)
+
+
+def _default(spec, key):
+    """A copy of the default of ``key`` in ``spec`` (a list or mapping is never shared)."""
+    value = spec[key].get("default")
+    return type(value)(value) if isinstance(value, (list, dict)) else value
 
 
 class ModelError(ValueError):
@@ -212,10 +293,9 @@ def _health_check(c, path, hc):
         c.fail(path, hc, "a mapping with a type")
         hc = {"type": "none"}
     hc = dict(hc)
-    hc["type"] = c.choice(path + ".type", hc.get("type", "udp"), HEALTH_CHECK_TYPES)
-    for key, low, high, default in (("interval", 1, 3600, 1), ("timeout", 1, 60, 1),
-                                    ("fall", 1, 100, 2), ("rise", 1, 100, 1)):
-        hc[key] = c.integer("%s.%s" % (path, key), hc.get(key, default), low, high)
+    hc["type"] = c.choice(path + ".type", hc.get("type", _default(HEALTH_CHECK_SPEC, "type")), HEALTH_CHECK_TYPES)
+    for key, low, high in (("interval", 1, 3600), ("timeout", 1, 60), ("fall", 1, 100), ("rise", 1, 100)):
+        hc[key] = c.integer("%s.%s" % (path, key), hc.get(key, _default(HEALTH_CHECK_SPEC, key)), low, high)
     if hc["type"] == "misc" and not str(hc.get("script", "")).startswith("/"):
         c.fail(path + ".script", hc.get("script"), "an absolute path for a misc health check")
     _health_check_options(c, path, hc)
@@ -316,18 +396,19 @@ def _keepalived_options(c, path, svc, real_servers):
 
     ``real_servers`` is None when some of them were invalid (their total weight is unknown).
     """
-    opts = dict((key, c.boolean("%s.%s" % (path, key), _option(svc, key, True)))
+    opts = dict((key, c.boolean("%s.%s" % (path, key), _option(svc, key, _default(SERVICE_SPEC, key))))
                 for key in ("alpha", "inhibit_on_failure"))
     # keepalived compares quorum with the summed configured weight of the real
     # servers it sees alive (and turns 0 into 1 silently). Above the weight of
     # all of them it can never be met: keepalived would report the service
     # "quorum down" with every server healthy. Refused, not clamped: a mistake.
     total = sum(rs["weight"] for rs in real_servers or [])
+    quorum = _option(svc, "quorum", _default(SERVICE_SPEC, "quorum"))
     if total:
-        opts["quorum"] = c.integer(path + ".quorum", _option(svc, "quorum", 1), 1, total,
+        opts["quorum"] = c.integer(path + ".quorum", quorum, 1, total,
                                    " (the total weight of its real servers: a higher quorum is never met)")
     else:
-        opts["quorum"] = c.integer(path + ".quorum", _option(svc, "quorum", 1), 1, 2 ** 31 - 1)
+        opts["quorum"] = c.integer(path + ".quorum", quorum, 1, 2 ** 31 - 1)
     return opts
 
 
@@ -398,6 +479,13 @@ def _networks(vips):
     return nets
 
 
+def _unknown_keys(c, path, mapping, spec):
+    """Keys the spec does not know (a misspelt key would silently take its default)."""
+    for key in sorted(set(mapping) - set(spec), key=str):
+        c.fail("%s.%s" % (path, key), "(hidden)" if "secret" in str(key) else mapping[key],
+               "no such key (keys: %s)" % ", ".join(sorted(spec)))
+
+
 def _listify(value):
     if value is None:
         return []
@@ -419,42 +507,103 @@ def build_plan(model):
     c = _Checker()
     m = dict(DEFAULTS)
     m.update(dict((k, v) for k, v in model.items() if v is not None))
-
     data_plane = c.choice("director_data_plane", m["data_plane"], DATA_PLANES)
-    version = c.integer("director_vrrp_version", m["vrrp_version"], 2, 3)
+    vrrp = _vrrp_settings(c, m)
+    pair = _pair(c, m, vrrp["preempt"])
+    section = _services(c, m, data_plane, pair)
+    _mirrors_not_real_servers(c, section["services"], section["rs_owner"])
+    if c.errors:
+        raise ModelError(c.errors)
+    return _plan(data_plane, vrrp, pair, section)
+
+
+# --- VRRP ----------------------------------------------------------------------
+
+def _vrrp_settings(c, m):
+    """The pair's VRRP settings: the plan's ``vrrp``."""
+    versions = GROUP_SPEC["director_vrrp_version"]["choices"]
+    version = c.integer("director_vrrp_version", m["vrrp_version"], min(versions), max(versions))
     advert = c.number("director_vrrp_advert_int", m["vrrp_advert_int"], 0.01, 255, "seconds from 0.01 to 255")
     if advert is not None and version == 2 and advert != int(advert):
         c.fail("director_vrrp_advert_int", m["vrrp_advert_int"],
                "whole seconds with director_vrrp_version 2 (VRRPv2 rounds it up); use version 3 for sub-second adverts")
-    preempt = c.boolean("director_vrrp_preempt", m["vrrp_preempt"])
-    preempt_delay = c.integer("director_vrrp_preempt_delay", m["vrrp_preempt_delay"], 0, 1000)
-    sync_group = c.name("director_vrrp_sync_group", m["vrrp_sync_group"])
-    notify = m["vrrp_notify"] or {}
+    return {"version": version, "advert_int": advert,
+            "preempt": c.boolean("director_vrrp_preempt", m["vrrp_preempt"]),
+            "preempt_delay": c.integer("director_vrrp_preempt_delay", m["vrrp_preempt_delay"], 0, 1000),
+            "sync_group": c.name("director_vrrp_sync_group", m["vrrp_sync_group"]),
+            "notify": _vrrp_notify(c, m["vrrp_notify"] or {})}
+
+
+def _vrrp_notify(c, notify):
     if not isinstance(notify, dict):
         c.fail("director_vrrp_notify", notify, "a mapping of master/backup/fault/stop to script paths")
-        notify = {}
+        return {}
     for key, script in notify.items():
-        if key not in ("master", "backup", "fault", "stop"):
-            c.fail("director_vrrp_notify.%s" % key, key, "one of master, backup, fault, stop")
+        if key not in VRRP_NOTIFY_SPEC:
+            c.fail("director_vrrp_notify.%s" % key, key, "one of %s" % ", ".join(VRRP_NOTIFY_SPEC))
         elif not isinstance(script, str) or not script.startswith("/"):
             c.fail("director_vrrp_notify.%s" % key, script, "an absolute path to a script")
+    return notify
 
-    # --- the pair -----------------------------------------------------------
+
+def _vrrp_instances(pair, sync_group):
+    """Per director: its peer, priority, own addresses and its two VRRP instances."""
+    def split(vips, family):
+        return [str(v) for v in vips if v.version == family], [str(v) for v in vips if v.version != family]
+
+    hosts = pair["hosts"]
+    plan_hosts = {}
+    for host in sorted(hosts):
+        peer = [h for h in sorted(hosts) if h != host][0]
+        me, other = hosts[host], hosts[peer]
+        instances = []
+        for role in ("frontend", "backend"):
+            src, peer_src = me[role + "_address"], other[role + "_address"]
+            same, excluded = split(pair[role + "_vips"], src.version)
+            instances.append({
+                "name": "%s_%s" % (sync_group, role), "role": role, "interface": pair[role + "_interface"],
+                "virtual_router_id": pair[role + "_vrid"], "priority": me["priority"], "family": src.version,
+                "unicast_src_ip": str(src), "unicast_peer": str(peer_src),
+                "vips": same, "vips_excluded": excluded,
+            })
+        plan_hosts[host] = {
+            "peer": peer, "priority": me["priority"],
+            "frontend_address": str(me["frontend_address"]), "backend_address": str(me["backend_address"]),
+            "instances": instances,
+        }
+    return plan_hosts
+
+
+# --- addresses: the pair, its interfaces, VIPs and own addresses ---------------
+
+def _pair(c, m, preempt):
+    """Interfaces, VRIDs, VIPs, gateways and the directors' own addresses."""
     directors = m.get("directors") or {}
     if len(directors) != 2:
         c.fail("directors (inventory group)", sorted(directors), "exactly two director hosts")
-    frontend_iface = m.get("frontend_interface")
-    backend_iface = m.get("backend_interface")
-    for path, value in (("director_frontend_interface", frontend_iface),
-                        ("director_backend_interface", backend_iface)):
+    pair = _interfaces(c, m)
+    pair.update(_vips(c, m))
+    pair["gateways"] = _gateways(c, m)
+    pair["hosts"], pair["own"] = _director_hosts(c, directors, pair["all_vips"], preempt)
+    return pair
+
+
+def _interfaces(c, m):
+    frontend, backend = m.get("frontend_interface"), m.get("backend_interface")
+    for path, value in (("director_frontend_interface", frontend), ("director_backend_interface", backend)):
         if not isinstance(value, str) or not IFACE_RE.match(value):
             c.fail(path, value, "a network interface name (1-15 characters)")
     fvrid = c.integer("director_frontend_vrid", m.get("frontend_vrid"), 1, 255)
     bvrid = c.integer("director_backend_vrid", m.get("backend_vrid"), 1, 255)
-    if fvrid is not None and fvrid == bvrid and frontend_iface == backend_iface:
+    if fvrid is not None and fvrid == bvrid and frontend == backend:
         c.fail("director_backend_vrid", bvrid,
-               "a virtual router id different from director_frontend_vrid on the same interface %s" % backend_iface)
+               "a virtual router id different from director_frontend_vrid on the same interface %s" % backend)
+    return {"frontend_interface": frontend, "backend_interface": backend,
+            "frontend_vrid": fvrid, "backend_vrid": bvrid}
 
+
+def _vips(c, m):
+    """The frontend VIPs and the backend gateway VIPs (ip_interface, with their networks)."""
     fvips = [c.interface("director_frontend_vips[%d]" % i, v) for i, v in enumerate(_listify(m.get("frontend_vips")))]
     bvips = [c.interface("director_backend_gateway_vips[%d]" % i, v)
              for i, v in enumerate(_listify(m.get("backend_gateway_vips")))]
@@ -469,14 +618,21 @@ def build_plan(model):
     if len(all_vips) != len(fvips) + len(bvips):
         c.fail("director_frontend_vips/director_backend_gateway_vips", [str(v) for v in fvips + bvips],
                "every VIP listed once")
+    return {"frontend_vips": fvips, "backend_vips": bvips, "all_vips": all_vips}
+
+
+def _gateways(c, m):
     fgws = [c.address("director_frontend_gateways[%d]" % i, v)
             for i, v in enumerate(_listify(m.get("frontend_gateways")))]
     fgws = [g for g in fgws if g is not None]
     if len(set(g.version for g in fgws)) != len(fgws):
         c.fail("director_frontend_gateways", [str(g) for g in fgws], "at most one gateway per address family")
+    return fgws
 
+
+def _director_hosts(c, directors, all_vips, preempt):
+    """Each director's own addresses and priority; and every own address."""
     hosts = {}
-    priorities = {}
     for host in sorted(directors):
         hv = directors[host] or {}
         fa = c.address("%s: director_frontend_address" % host, hv.get("frontend_address"))
@@ -485,131 +641,210 @@ def build_plan(model):
         for path, addr in (("director_frontend_address", fa), ("director_backend_address", ba)):
             if addr is not None and addr in all_vips:
                 c.fail("%s: %s" % (host, path), str(addr), "the director's own address, not a VIP")
-        if prio is not None:
-            priorities.setdefault(prio, []).append(host)
         hosts[host] = {"frontend_address": fa, "backend_address": ba, "priority": prio}
     if preempt:
-        for prio, names in priorities.items():
-            if len(names) > 1:
-                c.fail("director_vrrp_priority", prio,
-                       "distinct priorities on %s (or director_vrrp_preempt: false for nopreempt)" % ", ".join(names))
+        _distinct_priorities(c, hosts)
     own = [h[k] for h in hosts.values() for k in ("frontend_address", "backend_address") if h[k] is not None]
     if len(own) != len(set(own)):
         c.fail("director_frontend_address/director_backend_address", sorted(str(a) for a in own),
                "a distinct address per director and interface")
+    return hosts, own
 
-    # --- services -----------------------------------------------------------
+
+def _distinct_priorities(c, hosts):
+    priorities = {}
+    for host in sorted(hosts):
+        if hosts[host]["priority"] is not None:
+            priorities.setdefault(hosts[host]["priority"], []).append(host)
+    for prio, names in priorities.items():
+        if len(names) > 1:
+            c.fail("director_vrrp_priority", prio,
+                   "distinct priorities on %s (or director_vrrp_preempt: false for nopreempt)" % ", ".join(names))
+
+
+# --- services ------------------------------------------------------------------
+
+def _services(c, m, data_plane, pair):
+    """Every service, normalised; and what the plan derives from all of them."""
     raw_services = m.get("services")
     if not isinstance(raw_services, list) or not raw_services:
         c.fail("director_services", raw_services, "a non-empty list of UDP services")
         raw_services = []
-    default_rewrite = c.choice("director_reply_rewrite", m["reply_rewrite"], REPLY_REWRITES)
-    zone_base = c.integer("director_reply_zone_base", m["reply_zone_base"], 1, 60000)
-    default_panic = c.integer("director_panic_threshold", m["panic_threshold"], 0, 100,
-                              " (percent of a service's weight; 0 turns panic off)")
-    default_hc = m["health_check"] or {"type": "none"}
-    if not isinstance(default_hc, dict):
-        c.fail("director_health_check", default_hc, "a mapping with a type")
-        default_hc = {"type": "none"}
-    fvip_by_ip = dict((v.ip, v) for v in fvips)
+    defaults = _service_defaults(c, m)
+    seen = {"names": set(), "endpoints": set(), "rs_addresses": set(), "rs_owner": {}}
     services = []
-    seen_names = set()
-    seen_endpoints = set()
-    rs_addresses = set()
-    rs_owner = {}
     for i, svc in enumerate(raw_services):
-        p = "director_services[%d]" % i
-        if not isinstance(svc, dict):
-            c.fail(p, svc, "a mapping with name, vip, port and real_servers")
-            continue
-        name = c.name(p + ".name", svc.get("name"))
-        if name is not None:
-            if name in seen_names:
-                c.fail(p + ".name", name, "a service name used once")
-            seen_names.add(name)
-        vip = c.address(p + ".vip", svc.get("vip"))
-        if vip is not None and fvips and vip not in fvip_by_ip:
-            c.fail(p + ".vip", str(vip), "one of director_frontend_vips (%s)" % ", ".join(str(v.ip) for v in fvips))
-        port = c.integer(p + ".port", svc.get("port"), 1, 65535)
-        if vip is not None and port is not None:
-            if (vip, port) in seen_endpoints:
-                c.fail(p, "%s:%s" % (vip, port), "each VIP and port used by one service only")
-            seen_endpoints.add((vip, port))
-        scheduler = c.choice(p + ".scheduler", svc.get("scheduler", "rr"), SCHEDULERS)
-        if c.boolean(p + ".ops", _option(svc, "ops", True)) is False:
-            c.fail(p + ".ops", svc["ops"], "true: per-packet scheduling is what this collection provides")
-        if svc.get("persistence_timeout") not in (None, 0):
-            c.fail(p + ".persistence_timeout", svc.get("persistence_timeout"),
-                   "no persistence: one-packet scheduling never pins a client (keepalived forbids ops with persistence)")
-        if svc.get("protocol", "udp") != "udp":
-            c.fail(p + ".protocol", svc.get("protocol"), "udp")
-        rewrite = c.choice(p + ".reply_rewrite", svc.get("reply_rewrite", default_rewrite), REPLY_REWRITES)
-        hc = _health_check(c, p + ".health_check", svc.get("health_check", default_hc) or {"type": "none"})
-        panic = _panic_threshold(c, p, svc, hc, default_panic)
-        flow_templates = _flow_templates(c, p, svc)
-        mirrors = _mirrors(c, p, svc, vip.version if vip is not None else None, port, all_vips | set(own),
-                           (("frontend", [v.network for v in fvips]), ("backend", [v.network for v in bvips])))
-        if (flow_templates or mirrors) and data_plane not in (None, "nftables"):
-            c.fail(p + (".flow_templates" if flow_templates else ".mirrors"), flow_templates or svc.get("mirrors"),
-                   "director_data_plane nftables for template copies and mirrors (the ipvs data plane has neither yet)")
-        rss = svc.get("real_servers")
-        if not isinstance(rss, list) or not rss:
-            c.fail(p + ".real_servers", rss, "a non-empty list of real servers")
-            rss = []
-        real_servers = []
-        seen_rs = set()
-        for j, rs in enumerate(rss):
-            rp = "%s.real_servers[%d]" % (p, j)
-            if not isinstance(rs, dict):
-                c.fail(rp, rs, "a mapping with address, port and weight")
-                continue
-            addr = c.address(rp + ".address", rs.get("address"), vip.version if vip is not None else None)
-            rport = c.integer(rp + ".port", rs.get("port", port), 1, 65535)
-            weight = c.integer(rp + ".weight", rs.get("weight", 1), 0, 65535)
-            if addr is None or rport is None or weight is None:
-                continue
-            if addr in all_vips or addr in own:
-                c.fail(rp + ".address", str(addr), "a real server address, not a VIP or a director's own address")
-                continue
-            if (addr, rport) in seen_rs:
-                c.fail(rp, "%s:%s" % (addr, rport), "each real server listed once per service")
-                continue
-            seen_rs.add((addr, rport))
-            if (addr, rport) in rs_owner:
-                c.fail(rp, "%s:%s" % (addr, rport),
-                       "a real server address and port used by one service only (also in %s): "
-                       "its replies must map back to one VIP:port" % rs_owner[(addr, rport)])
-            rs_owner.setdefault((addr, rport), p)
-            if not any(addr in g.network for g in bvips if g.version == addr.version):
-                c.fail(rp + ".address", str(addr),
-                       "an address on a backend network (%s): NAT-mode real servers reply through the backend gateway VIP"
-                       % (", ".join(str(g.network) for g in bvips) or "none configured"))
-            rs_addresses.add(addr)
-            real_servers.append({"address": str(addr), "port": rport, "weight": weight})
-        keepalived = _keepalived_options(c, p, svc, real_servers if len(real_servers) == len(rss) else None)
-        if vip is None or port is None or name is None:
-            continue
-        weights = [rs["weight"] if scheduler == "wrr" else (1 if rs["weight"] > 0 else 0) for rs in real_servers]
-        sequence = smooth_wrr(weights)
-        if len(sequence) > MAX_SEQUENCE:
-            c.fail(p + ".real_servers", weights,
-                   "weights whose sum (after dividing by their gcd) is at most %d" % MAX_SEQUENCE)
-        if real_servers and not sequence:
-            c.fail(p + ".real_servers", weights, "at least one real server with weight > 0")
-        services.append({
-            "name": name, "family": vip.version, "vip": str(vip), "port": port,
-            "prefixlen": fvip_by_ip[vip].network.prefixlen if vip in fvip_by_ip else None,
-            "scheduler": scheduler, "reply_rewrite": rewrite, "health_check": hc,
-            "quorum": keepalived["quorum"], "alpha": keepalived["alpha"],
-            "inhibit_on_failure": keepalived["inhibit_on_failure"],
-            "panic_threshold": panic, "real_servers": real_servers, "sequence": sequence,
-            "flow_templates": flow_templates, "template_match": TEMPLATE_MATCH.get(flow_templates),
-            "mirrors": mirrors,
-        })
+        service = _service(c, "director_services[%d]" % i, svc, defaults, data_plane, pair, seen)
+        if service is not None:
+            services.append(service)
+    return {"services": services, "zone_base": defaults["zone_base"],
+            "rs_addresses": seen["rs_addresses"], "rs_owner": seen["rs_owner"]}
 
-    # A real server answers what reaches it, and its answers leave as its
-    # service's replies (VIP:port): a mirror on a real server's own address
-    # and port would send clients a second answer to every datagram.
+
+def _service_defaults(c, m):
+    """The director_* variables a service inherits."""
+    defaults = {
+        "reply_rewrite": c.choice("director_reply_rewrite", m["reply_rewrite"], REPLY_REWRITES),
+        "zone_base": c.integer("director_reply_zone_base", m["reply_zone_base"], 1, 60000),
+        "panic_threshold": c.integer("director_panic_threshold", m["panic_threshold"], 0, 100,
+                                     " (percent of a service's weight; 0 turns panic off)"),
+        "health_check": m["health_check"] or {"type": "none"},
+    }
+    if not isinstance(defaults["health_check"], dict):
+        c.fail("director_health_check", defaults["health_check"], "a mapping with a type")
+        defaults["health_check"] = {"type": "none"}
+    return defaults
+
+
+def _service(c, p, svc, defaults, data_plane, pair, seen):
+    """One service of the plan, or None when it is too broken to plan (reported)."""
+    if not isinstance(svc, dict):
+        c.fail(p, svc, "a mapping with name, vip, port and real_servers")
+        return None
+    _unknown_keys(c, p, svc, SERVICE_SPEC)
+    name, vip, port = _service_endpoint(c, p, svc, pair, seen)
+    scheduler = c.choice(p + ".scheduler", svc.get("scheduler", _default(SERVICE_SPEC, "scheduler")), SCHEDULERS)
+    _per_packet_udp(c, p, svc)
+    rewrite = c.choice(p + ".reply_rewrite", svc.get("reply_rewrite", defaults["reply_rewrite"]), REPLY_REWRITES)
+    hc = _health_check(c, p + ".health_check", svc.get("health_check", defaults["health_check"]) or {"type": "none"})
+    panic = _panic_threshold(c, p, svc, hc, defaults["panic_threshold"])
+    flow_templates, mirrors = _service_copies(c, p, svc, vip, port, data_plane, pair)
+    rss = svc.get("real_servers")
+    if not isinstance(rss, list) or not rss:
+        c.fail(p + ".real_servers", rss, "a non-empty list of real servers")
+        rss = []
+    real_servers = _real_servers(c, p, rss, vip, port, pair, seen)
+    keepalived = _keepalived_options(c, p, svc, real_servers if len(real_servers) == len(rss) else None)
+    if vip is None or port is None or name is None:
+        return None
+    return {
+        "name": name, "family": vip.version, "vip": str(vip), "port": port,
+        "prefixlen": _prefixlen(vip, pair["frontend_vips"]),
+        "scheduler": scheduler, "reply_rewrite": rewrite, "health_check": hc,
+        "quorum": keepalived["quorum"], "alpha": keepalived["alpha"],
+        "inhibit_on_failure": keepalived["inhibit_on_failure"],
+        "panic_threshold": panic, "real_servers": real_servers,
+        "sequence": _sequence(c, p, scheduler, real_servers),
+        "flow_templates": flow_templates, "template_match": TEMPLATE_MATCH.get(flow_templates),
+        "mirrors": mirrors,
+    }
+
+
+def _service_endpoint(c, p, svc, pair, seen):
+    """name, VIP and port, each used once."""
+    name = c.name(p + ".name", svc.get("name"))
+    if name is not None:
+        if name in seen["names"]:
+            c.fail(p + ".name", name, "a service name used once")
+        seen["names"].add(name)
+    fvips = pair["frontend_vips"]
+    vip = c.address(p + ".vip", svc.get("vip"))
+    if vip is not None and fvips and _prefixlen(vip, fvips) is None:
+        c.fail(p + ".vip", str(vip), "one of director_frontend_vips (%s)" % ", ".join(str(v.ip) for v in fvips))
+    port = c.integer(p + ".port", svc.get("port"), 1, 65535)
+    if vip is not None and port is not None:
+        if (vip, port) in seen["endpoints"]:
+            c.fail(p, "%s:%s" % (vip, port), "each VIP and port used by one service only")
+        seen["endpoints"].add((vip, port))
+    return name, vip, port
+
+
+def _prefixlen(vip, fvips):
+    """The prefix length of the frontend VIP that is ``vip``, or None."""
+    return next((v.network.prefixlen for v in fvips if v.ip == vip), None)
+
+
+def _per_packet_udp(c, p, svc):
+    """ops on, no persistence, UDP: what this collection balances."""
+    if c.boolean(p + ".ops", _option(svc, "ops", _default(SERVICE_SPEC, "ops"))) is False:
+        c.fail(p + ".ops", svc["ops"], "true: per-packet scheduling is what this collection provides")
+    if svc.get("persistence_timeout") not in (None, 0):
+        c.fail(p + ".persistence_timeout", svc.get("persistence_timeout"),
+               "no persistence: one-packet scheduling never pins a client (keepalived forbids ops with persistence)")
+    if svc.get("protocol", _default(SERVICE_SPEC, "protocol")) != "udp":
+        c.fail(p + ".protocol", svc.get("protocol"), "udp")
+
+
+def _service_copies(c, p, svc, vip, port, data_plane, pair):
+    """flow_templates and mirrors of a service: (protocol or None, [mirrors])."""
+    fvips, bvips = pair["frontend_vips"], pair["backend_vips"]
+    flow_templates = _flow_templates(c, p, svc)
+    for j, item in enumerate(svc["mirrors"] if isinstance(svc.get("mirrors"), list) else []):
+        if isinstance(item, dict):
+            _unknown_keys(c, "%s.mirrors[%d]" % (p, j), item, MIRROR_SPEC)
+    mirrors = _mirrors(c, p, svc, vip.version if vip is not None else None, port, pair["all_vips"] | set(pair["own"]),
+                       (("frontend", [v.network for v in fvips]), ("backend", [v.network for v in bvips])))
+    if (flow_templates or mirrors) and data_plane not in (None, "nftables"):
+        c.fail(p + (".flow_templates" if flow_templates else ".mirrors"), flow_templates or svc.get("mirrors"),
+               "director_data_plane nftables for template copies and mirrors (the ipvs data plane has neither yet)")
+    return flow_templates, mirrors
+
+
+def _real_servers(c, p, rss, vip, port, pair, seen):
+    """The valid real servers of a service (each problem reported)."""
+    real_servers = []
+    seen_rs = set()
+    for j, rs in enumerate(rss):
+        rp = "%s.real_servers[%d]" % (p, j)
+        item = _real_server(c, rp, rs, vip, port, pair)
+        if item is None:
+            continue
+        addr, rport, weight = item
+        if (addr, rport) in seen_rs:
+            c.fail(rp, "%s:%s" % (addr, rport), "each real server listed once per service")
+            continue
+        seen_rs.add((addr, rport))
+        if (addr, rport) in seen["rs_owner"]:
+            c.fail(rp, "%s:%s" % (addr, rport),
+                   "a real server address and port used by one service only (also in %s): "
+                   "its replies must map back to one VIP:port" % seen["rs_owner"][(addr, rport)])
+        seen["rs_owner"].setdefault((addr, rport), p)
+        _on_backend_network(c, rp, addr, pair["backend_vips"])
+        seen["rs_addresses"].add(addr)
+        real_servers.append({"address": str(addr), "port": rport, "weight": weight})
+    return real_servers
+
+
+def _real_server(c, rp, rs, vip, port, pair):
+    """(address, port, weight) of one real server, or None when it is invalid (reported)."""
+    if not isinstance(rs, dict):
+        c.fail(rp, rs, "a mapping with address, port and weight")
+        return None
+    _unknown_keys(c, rp, rs, REAL_SERVER_SPEC)
+    addr = c.address(rp + ".address", rs.get("address"), vip.version if vip is not None else None)
+    rport = c.integer(rp + ".port", rs.get("port", port), 1, 65535)
+    weight = c.integer(rp + ".weight", rs.get("weight", _default(REAL_SERVER_SPEC, "weight")), 0, 65535)
+    if addr is None or rport is None or weight is None:
+        return None
+    if addr in pair["all_vips"] or addr in pair["own"]:
+        c.fail(rp + ".address", str(addr), "a real server address, not a VIP or a director's own address")
+        return None
+    return addr, rport, weight
+
+
+def _on_backend_network(c, rp, addr, bvips):
+    if not any(addr in g.network for g in bvips if g.version == addr.version):
+        c.fail(rp + ".address", str(addr),
+               "an address on a backend network (%s): NAT-mode real servers reply through the backend gateway VIP"
+               % (", ".join(str(g.network) for g in bvips) or "none configured"))
+
+
+def _sequence(c, p, scheduler, real_servers):
+    """The per-packet order of real-server indices (rr: weight 0 drains, other weights count 1)."""
+    weights = [rs["weight"] if scheduler == "wrr" else (1 if rs["weight"] > 0 else 0) for rs in real_servers]
+    sequence = smooth_wrr(weights)
+    if len(sequence) > MAX_SEQUENCE:
+        c.fail(p + ".real_servers", weights,
+               "weights whose sum (after dividing by their gcd) is at most %d" % MAX_SEQUENCE)
+    if real_servers and not sequence:
+        c.fail(p + ".real_servers", weights, "at least one real server with weight > 0")
+    return sequence
+
+
+def _mirrors_not_real_servers(c, services, rs_owner):
+    """A real server answers what reaches it, and its answers leave as its
+    service's replies (VIP:port): a mirror on a real server's own address
+    and port would send clients a second answer to every datagram."""
     for i, svc in enumerate(services):
         for j, m in enumerate(svc["mirrors"]):
             owner = rs_owner.get((ipaddress.ip_address(m["address"]), m["port"]))
@@ -617,64 +852,48 @@ def build_plan(model):
                 c.fail("director_services[%d].mirrors[%d]" % (i, j), "%s:%s" % (m["address"], m["port"]),
                        "a receiver that is not a real server (it is one of %s, and would answer the copies)" % owner)
 
-    if c.errors:
-        raise ModelError(c.errors)
 
-    # --- derived ------------------------------------------------------------
+# --- the plan ------------------------------------------------------------------
+
+def _plan(data_plane, vrrp, pair, section):
+    """The plan of a valid model."""
+    services = section["services"]
+    fvips, bvips = pair["frontend_vips"], pair["backend_vips"]
+    zones = _zones(services, section["rs_addresses"], section["zone_base"])
+    return {
+        "data_plane": data_plane,
+        "vrrp": vrrp,
+        "frontend": {"interface": pair["frontend_interface"], "vips": [str(v) for v in fvips],
+                     "gateways": dict(("ipv%d" % g.version, str(g)) for g in pair["gateways"]),
+                     "networks": _networks(fvips)},
+        "backend": {"interface": pair["backend_interface"], "gateway_vips": [str(v) for v in bvips],
+                    "networks": _networks(bvips)},
+        "directors": _vrrp_instances(pair, vrrp["sync_group"]),
+        "director_addresses": sorted(str(a) for a in pair["own"]),
+        "services": services,
+        "families": sorted(set(s["family"] for s in services)),
+        "copies": _copies(services, pair),
+        "zones": zones,
+    }
+
+
+def _zones(services, rs_addresses, zone_base):
+    """One conntrack zone per real-server address, in address order; each real server gets its own."""
     zones = dict((str(a), zone_base + n) for n, a in enumerate(sorted(rs_addresses, key=lambda a: (a.version, a))))
     for svc in services:
         for rs in svc["real_servers"]:
             rs["zone"] = zones[rs["address"]]
+    return zones
 
-    def split(vips, family):
-        same = [str(v) for v in vips if v.version == family]
-        other = [str(v) for v in vips if v.version != family]
-        return same, other
 
-    plan_hosts = {}
-    names = sorted(hosts)
-    for host in names:
-        peer = [h for h in names if h != host][0]
-        me, other = hosts[host], hosts[peer]
-        instances = []
-        for role, iface, vrid, vips, src, peer_src in (
-                ("frontend", frontend_iface, fvrid, fvips, me["frontend_address"], other["frontend_address"]),
-                ("backend", backend_iface, bvrid, bvips, me["backend_address"], other["backend_address"])):
-            same, excluded = split(vips, src.version)
-            instances.append({
-                "name": "%s_%s" % (sync_group, role), "role": role, "interface": iface,
-                "virtual_router_id": vrid, "priority": me["priority"], "family": src.version,
-                "unicast_src_ip": str(src), "unicast_peer": str(peer_src),
-                "vips": same, "vips_excluded": excluded,
-            })
-        plan_hosts[host] = {
-            "peer": peer, "priority": me["priority"],
-            "frontend_address": str(me["frontend_address"]), "backend_address": str(me["backend_address"]),
-            "instances": instances,
-        }
-
-    families = sorted(set(s["family"] for s in services))
-    copies = []  # receivers of copies: each gets one forward rule on the loopback device
+def _copies(services, pair):
+    """Receivers of copies: each gets one forward rule on the loopback device."""
+    copies = []
     for svc in services:
         receivers = [dict(rs, side="backend") for rs in svc["real_servers"] if svc["flow_templates"]]
         for rcv in receivers + svc["mirrors"]:
             item = {"family": svc["family"], "address": rcv["address"], "port": rcv["port"],
-                    "interface": backend_iface if rcv["side"] == "backend" else frontend_iface}
+                    "interface": pair["backend_interface"] if rcv["side"] == "backend" else pair["frontend_interface"]}
             if item not in copies:
                 copies.append(item)
-    return {
-        "data_plane": data_plane,
-        "vrrp": {"version": version, "advert_int": advert, "preempt": preempt,
-                 "preempt_delay": preempt_delay, "sync_group": sync_group, "notify": notify},
-        "frontend": {"interface": frontend_iface, "vips": [str(v) for v in fvips],
-                     "gateways": dict(("ipv%d" % g.version, str(g)) for g in fgws),
-                     "networks": _networks(fvips)},
-        "backend": {"interface": backend_iface, "gateway_vips": [str(v) for v in bvips],
-                    "networks": _networks(bvips)},
-        "directors": plan_hosts,
-        "director_addresses": sorted(str(a) for a in own),
-        "services": services,
-        "families": families,
-        "copies": copies,
-        "zones": zones,
-    }
+    return copies
